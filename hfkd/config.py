@@ -1,0 +1,254 @@
+"""Argument dataclasses: one per concern, each field documented, ranges checked in `__post_init__`.
+
+YAML configs are flat and their keys are these field names (see `hfkd.parser`). `DistillationArguments` extends
+`transformers.TrainingArguments` (it configures a `Trainer`); `FinetuneArguments` configures the plain Accelerate
+loop and reuses the TrainingArguments names for the knobs both share, so a key means the same thing in every config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .losses import DISTILLATION_LOSSES
+
+
+def check_range(
+    name: str,
+    value: float | None,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    hint: str | None = None,
+) -> None:
+    """Raise a `ValueError` naming the field, the allowed range and the value when `value` is outside it."""
+    if value is None:
+        return
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        fix = hint or f"set --{name} (or `{name}:` in the YAML config) to a value in that range"
+        raise ValueError(f"{name} must be in {left}{lo}, {hi}{right}; got {name}={value!r}. Fix: {fix}.")
+
+
+def check_choice(name: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; set {name} to one of {sorted(choices)}.")
+
+
+@dataclass
+class DataArguments:
+    """Which domains to load and how to tokenise them."""
+
+    dataset: str = field(
+        default="tweets",
+        metadata={
+            "help": "Where the domains come from: 'tweets' (the built-in labelled tweets, needs the 'demo' extra), a "
+            "local csv/json/jsonl/parquet file, a folder with one file per domain, or a Hugging Face Hub dataset id."
+        },
+    )
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "Configuration name of a Hub dataset (passed to datasets.load_dataset)."}
+    )
+    source_domains: list[str] | None = field(
+        default=None,
+        metadata={"help": "Domains whose labelled training split is trained on. Default: every domain of the dataset."},
+    )
+    text_column: str = field(default="text", metadata={"help": "Column that holds the input text."})
+    label_column: str = field(default="label", metadata={"help": "Column that holds the label (name or id)."})
+    domain_column: str | None = field(
+        default=None, metadata={"help": "Column that splits a single table into domains, if any."}
+    )
+    class_names: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "The label space (class names in id order). Default: the sorted label names found in the data."
+        },
+    )
+    max_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens (dynamic padding)."})
+    validation_size: float = field(
+        default=0.1, metadata={"help": "Fraction of a domain put in validation when the source has no such split."}
+    )
+    test_size: float = field(
+        default=0.1, metadata={"help": "Fraction of a domain put in test when the source has no such split."}
+    )
+    split_seed: int = field(default=42, metadata={"help": "Seed of the text hash that assigns rows to splits."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep at most this many training rows per domain (quick runs, debugging)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Keep at most this many validation and test rows per domain."}
+    )
+
+    def __post_init__(self):
+        check_range("max_length", self.max_length, 1)
+        check_range("validation_size", self.validation_size, 0, 1, high_open=True)
+        check_range("test_size", self.test_size, 0, 1, high_open=True)
+        check_range("max_train_samples", self.max_train_samples, 1)
+        check_range("max_eval_samples", self.max_eval_samples, 1)
+        if self.validation_size + self.test_size >= 1:
+            raise ValueError(
+                f"validation_size + test_size must be < 1; got {self.validation_size} + {self.test_size}. "
+                "Lower one of them so that some rows are left for training."
+            )
+
+
+@dataclass
+class StudentArguments:
+    """How a student is made from a teacher (DistilBERT-style: the teacher's embeddings, some layers, its head)."""
+
+    student_num_layers: int | None = field(
+        default=None,
+        metadata={"help": "Keep this many of the teacher's encoder layers, spread evenly (first and last included)."},
+    )
+    student_layer_ids: list[int] | None = field(
+        default=None, metadata={"help": "Keep exactly these teacher layers (0-based, increasing). Overrides spreading."}
+    )
+    student_architecture: str = field(
+        default="same",
+        metadata={
+            "help": "'same': the teacher's class with fewer layers; 'distilbert': convert a BERT teacher into a "
+            "DistilBertForSequenceClassification."
+        },
+    )
+
+    def __post_init__(self):
+        check_range("student_num_layers", self.student_num_layers, 1)
+        check_choice("student_architecture", self.student_architecture, ("same", "distilbert"))
+
+    @property
+    def builds_student(self) -> bool:
+        """Whether these arguments ask for a student cut from a teacher."""
+        return self.student_num_layers is not None or self.student_layer_ids is not None
+
+
+@dataclass
+class ModelArguments:
+    """The model that plain fine-tuning starts from."""
+
+    model_name_or_path: str = field(
+        default="builtin:minilm-l6",
+        metadata={
+            "help": "Hub id, local folder, or 'builtin:minilm-l6' (the embedded all-MiniLM-L6-v2, 'demo' extra). With "
+            "student_num_layers / student_layer_ids a smaller student is cut from it first (no-distillation baseline)."
+        },
+    )
+
+
+@dataclass
+class FinetuneArguments:
+    """The plain Accelerate fine-tuning loop (teachers and no-distillation baselines).
+
+    Mixed precision, the number of processes and DeepSpeed come from `accelerate launch` / `accelerate config`.
+    """
+
+    output_dir: str = field(default="runs/finetune", metadata={"help": "Where the model, checkpoints and metrics go."})
+    num_train_epochs: int = field(default=3, metadata={"help": "Number of passes over the training data."})
+    max_steps: int = field(default=-1, metadata={"help": "If > 0, stop after this many optimizer steps."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per process."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate of AdamW."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorm)."})
+    warmup_steps: float = field(
+        default=0.1,
+        metadata={"help": "Linear warm-up: an integer number of steps, or a float in [0, 1) as a fraction of all steps."},
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the global gradient norm to this (0 = off)."})
+    seed: int = field(default=42, metadata={"help": "Random seed for initialisation and data order."})
+    logging_steps: int = field(default=20, metadata={"help": "Log the training loss every this many steps."})
+    save_total_limit: int | None = field(
+        default=2, metadata={"help": "Keep at most this many epoch checkpoints (oldest removed first)."}
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "A checkpoint folder to resume from, or 'last' for the newest one in output_dir."},
+    )
+    mixed_precision: str | None = field(
+        default=None,
+        metadata={"help": "'no', 'fp16' or 'bf16'. Default: whatever `accelerate launch` / `accelerate config` set."},
+    )
+    report_to: str = field(
+        default="none",
+        metadata={"help": "Accelerate tracker(s), e.g. 'tensorboard' or 'wandb' (comma-separated), or 'none'."},
+    )
+    dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes per dataloader."})
+
+    def __post_init__(self):
+        check_range("num_train_epochs", self.num_train_epochs, 1)
+        check_range("per_device_train_batch_size", self.per_device_train_batch_size, 1)
+        check_range("per_device_eval_batch_size", self.per_device_eval_batch_size, 1)
+        check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1)
+        check_range("learning_rate", self.learning_rate, 0, low_open=True)
+        check_range("weight_decay", self.weight_decay, 0)
+        check_range("warmup_steps", self.warmup_steps, 0)
+        if 1 < self.warmup_steps != int(self.warmup_steps):
+            raise ValueError(
+                f"warmup_steps must be an integer number of steps or a fraction in [0, 1); got {self.warmup_steps}."
+            )
+        check_range("max_grad_norm", self.max_grad_norm, 0)
+        check_range("logging_steps", self.logging_steps, 1)
+        check_range("save_total_limit", self.save_total_limit, 1)
+        if self.mixed_precision is not None:
+            check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+
+    def num_warmup_steps(self, num_training_steps: int) -> int:
+        if self.warmup_steps >= 1:
+            return int(self.warmup_steps)
+        return int(self.warmup_steps * num_training_steps + 0.5)
+
+
+@dataclass
+class DistillationArguments(TrainingArguments):
+    """`TrainingArguments` plus the distillation settings of [`DistillationTrainer`].
+
+    The loss is `alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, labels)`.
+    """
+
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "The fine-tuned teacher: a local folder (e.g. the output of scripts/finetune.py) or a Hub id. "
+            "Its label names must be the data's."
+        },
+    )
+    student_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start the student from this checkpoint (Hub id or folder) instead of cutting it from the teacher "
+            "with student_num_layers / student_layer_ids."
+        },
+    )
+    temperature: float = field(
+        default=2.0, metadata={"help": "Softmax temperature T > 0 of the soft targets; the KD term is scaled by T^2."}
+    )
+    alpha: float = field(
+        default=0.5,
+        metadata={"help": "Weight in [0, 1] of the distillation term; the hard-label term gets 1 - alpha."},
+    )
+    distillation_loss: str = field(
+        default="kl", metadata={"help": f"Soft-target loss, one of {sorted(DISTILLATION_LOSSES)}."}
+    )
+    # Defaults that differ from TrainingArguments: evaluate and checkpoint once per epoch, log often, keep 2 checkpoints.
+    output_dir: str | None = field(
+        default="runs/distill", metadata={"help": "Where the student, checkpoints and metrics go."}
+    )
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: 'no', 'steps' or 'epoch'."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: 'no', 'steps' or 'epoch'."})
+    logging_steps: float = field(default=20, metadata={"help": "Log every this many optimizer steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per process."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
+
+    def __post_init__(self):
+        check_range("temperature", self.temperature, 0, low_open=True, hint="use a positive value such as 2.0")
+        check_range("alpha", self.alpha, 0, 1, hint="use e.g. 0.5 (1.0 = distillation term only, 0.0 = labels only)")
+        check_choice("distillation_loss", self.distillation_loss, DISTILLATION_LOSSES)
+        super().__post_init__()

@@ -1,0 +1,106 @@
+"""What `scripts/distill.py` does: data, teacher, student, `DistillationTrainer`, and the saved student folder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, PreTrainedModel
+from transformers.utils import logging
+
+from .config import DataArguments, DistillationArguments, StudentArguments
+from .metrics import make_compute_metrics
+from .models import labels_are_generic, load_classifier, load_tokenizer, resolve_model_name_or_path
+from .parser import config_to_dict
+from .runs import domain_label_names, load_data, redact, tokenize_source_splits, write_metrics, write_run_info
+from .students import load_student, student_from_teacher, student_tokenizer
+from .trainer import DistillationTrainer
+
+logger = logging.get_logger(__name__)
+
+
+def load_teacher(name_or_path: str | None, label_names: list[str]) -> PreTrainedModel:
+    """Load a teacher that already has a trained classification head for `label_names`."""
+    if not name_or_path:
+        raise ValueError(
+            "teacher_model_name_or_path is not set. Fine-tune a teacher first (accelerate launch scripts/finetune.py "
+            "--config configs/teacher_tweets.yaml) and pass its output_dir, or pass a fine-tuned Hub model id."
+        )
+    hint = (
+        "Fine-tune a teacher first (accelerate launch scripts/finetune.py --config configs/teacher_tweets.yaml) and "
+        "pass its output_dir, or fix the path."
+    )
+    try:
+        config = AutoConfig.from_pretrained(resolve_model_name_or_path(name_or_path))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"teacher_model_name_or_path={name_or_path!r} could not be loaded: {err}\n{hint}") from None
+    architectures = config.architectures or []
+    if labels_are_generic(config) or not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ValueError(
+            f"teacher_model_name_or_path={name_or_path!r} has no trained classification head (architectures "
+            f"{architectures}, labels {list(config.id2label.values())}); a teacher must be fine-tuned on the task "
+            "first: run scripts/finetune.py with model_name_or_path set to it and use its output_dir as the teacher."
+        )
+    return load_classifier(name_or_path, label_names=label_names)
+
+
+def build_student(
+    teacher: PreTrainedModel, teacher_tokenizer, student_args: StudentArguments, args: DistillationArguments, labels
+):
+    """The student and its tokenizer: a given checkpoint, or the teacher's layers DistilBERT-style (the default)."""
+    if args.student_model_name_or_path:
+        if student_args.builds_student:
+            raise ValueError(
+                "student_model_name_or_path and student_num_layers / student_layer_ids are both set; the first loads "
+                "a ready student, the others cut one from the teacher. Keep one of them."
+            )
+        student = load_student(args.student_model_name_or_path, label_names=labels)
+        return student, load_tokenizer(args.student_model_name_or_path)
+    student = student_from_teacher(
+        teacher,
+        num_layers=student_args.student_num_layers,
+        layer_ids=student_args.student_layer_ids,
+        architecture=student_args.student_architecture,
+    )
+    return student, student_tokenizer(teacher_tokenizer, student)
+
+
+def distill(data_args: DataArguments, student_args: StudentArguments, args: DistillationArguments) -> dict[str, Any]:
+    """Distil `args.teacher_model_name_or_path` into a student on the source domains; save it to `args.output_dir`.
+
+    Returns the metrics also written to `metrics.json`: training figures, `eval_*` on the source validation split
+    and `test_*` on the source test split.
+    """
+    with args.main_process_first(desc="loading data"):
+        domains = load_data(data_args)
+    labels = domain_label_names(domains)
+    teacher = load_teacher(args.teacher_model_name_or_path, labels)
+    teacher_tokenizer = load_tokenizer(args.teacher_model_name_or_path)
+    student, tokenizer = build_student(teacher, teacher_tokenizer, student_args, args, labels)
+    splits = tokenize_source_splits(
+        domains, tokenizer, data_args.max_length, lambda: args.main_process_first(desc="tokenizing")
+    )
+
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=splits.train,
+        eval_dataset=splits.validation,
+        processing_class=tokenizer,
+        teacher_processing_class=teacher_tokenizer,
+        compute_metrics=make_compute_metrics(len(labels)),
+    )
+    config = redact(config_to_dict(data_args, student_args, args))
+    if trainer.is_world_process_zero():
+        write_run_info(args.output_dir, "distill", config, extra={"source_domains": splits.domains})
+
+    resume = args.resume_from_checkpoint
+    result = trainer.train(resume_from_checkpoint=True if resume == "last" else resume)
+    trainer.save_model()  # the student and its tokenizer only; the teacher is never saved
+    metrics: dict[str, Any] = dict(result.metrics)
+    metrics |= trainer.evaluate()
+    metrics |= trainer.evaluate(splits.test, metric_key_prefix="test")
+    metrics["train_samples"] = len(splits.train)
+    if trainer.is_world_process_zero():
+        write_metrics(args.output_dir, metrics)
+    return metrics

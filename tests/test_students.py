@@ -1,0 +1,324 @@
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    BertModel,
+    BertTokenizerFast,
+    DistilBertForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+    pipeline,
+)
+
+from hfkd.models import model_label_names
+from hfkd.students import default_layer_ids, load_student, student_from_teacher, student_tokenizer
+
+LABELS = ["negative", "neutral", "positive"]
+WORDS = "good great love bad awful hate the a movie flight was is very not so".split()
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+
+
+def bert_config(num_layers: int = 4, **overrides) -> BertConfig:
+    kwargs = dict(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        num_labels=3,
+        id2label=dict(enumerate(LABELS)),
+        label2id={n: i for i, n in enumerate(LABELS)},
+    )
+    kwargs.update(overrides)
+    return BertConfig(**kwargs)
+
+
+@pytest.fixture
+def teacher():
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(bert_config()).eval()
+    with torch.no_grad():  # a non-zero type-0 embedding, so that folding it into DistilBERT is really tested
+        model.bert.embeddings.token_type_embeddings.weight.normal_(std=0.5)
+    return model
+
+
+@pytest.fixture
+def word_tokenizer(tmp_path):
+    (tmp_path / "vocab").mkdir()
+    path = tmp_path / "vocab" / "vocab.txt"
+    path.write_text("\n".join(VOCAB) + "\n")
+    # transformers 5: BertTokenizerFast(vocab_file=...) silently ignores the file; `vocab=` reads it.
+    tokenizer = BertTokenizerFast(vocab=str(path), model_max_length=64)
+    assert tokenizer.unk_token_id not in tokenizer("good movie")["input_ids"]
+    return tokenizer
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(5, len(VOCAB), (3, 9), generator=g)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 6:] = 0  # padding must be handled the same way
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def outputs(model, batch, **extra):
+    with torch.no_grad():
+        return model(**batch, **extra, output_hidden_states=True)
+
+
+# --- layer choice ---
+
+
+def test_default_layer_ids():
+    assert default_layer_ids(12, 6) == [0, 2, 4, 7, 9, 11]  # DistilBERT's choice
+    assert default_layer_ids(6, 3) == [0, 3, 5]  # 2.5 rounds half up
+    assert default_layer_ids(12, 4) == [0, 4, 7, 11]
+    assert default_layer_ids(6, 6) == list(range(6))
+    assert default_layer_ids(6, 2) == [0, 5]
+    assert default_layer_ids(6, 1) == [0]
+    with pytest.raises(ValueError, match="num_student_layers"):
+        default_layer_ids(6, 7)
+    with pytest.raises(ValueError, match="num_student_layers"):
+        default_layer_ids(6, 0)
+
+
+def test_default_is_half_the_layers(teacher):
+    student = student_from_teacher(teacher)
+    assert student.config.num_hidden_layers == 2
+    assert student.config.hfkd_student["layer_ids"] == [0, 3]
+
+
+# --- equivalence ---
+
+
+@pytest.mark.parametrize("architecture", ["same", "distilbert"])
+def test_all_layers_reproduce_the_teacher(teacher, batch, architecture):
+    student = student_from_teacher(teacher, num_layers=4, architecture=architecture)
+    teacher_out = outputs(teacher, batch, token_type_ids=torch.zeros_like(batch["input_ids"]))
+    student_out = outputs(student, batch)
+    assert len(student_out.hidden_states) == len(teacher_out.hidden_states) == 5
+    for t, s in zip(teacher_out.hidden_states, student_out.hidden_states):
+        torch.testing.assert_close(s, t, atol=1e-5, rtol=1e-5)
+    if architecture == "same":
+        torch.testing.assert_close(student_out.logits, teacher_out.logits, atol=1e-5, rtol=1e-5)
+    else:  # ReLU after pre_classifier instead of BERT's tanh pooler: the logits differ on purpose
+        assert isinstance(student, DistilBertForSequenceClassification)
+        assert not torch.allclose(student_out.logits, teacher_out.logits, atol=1e-5)
+    # no token_type_ids at all means zeros for BERT too
+    no_types = outputs(teacher, batch).hidden_states[-1]
+    torch.testing.assert_close(student_out.hidden_states[-1], no_types, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["same", "distilbert"])
+def test_subset_copies_embeddings_and_chosen_layers(teacher, batch, architecture):
+    student = student_from_teacher(teacher, layer_ids=[0, 2], architecture=architecture)
+    teacher_out, student_out = outputs(teacher, batch), outputs(student, batch)
+    assert len(student_out.hidden_states) == 3
+    torch.testing.assert_close(student_out.hidden_states[0], teacher_out.hidden_states[0], atol=1e-5, rtol=1e-5)
+    # layer 0 sees the same input in both, so its output matches too; later layers see different inputs
+    torch.testing.assert_close(student_out.hidden_states[1], teacher_out.hidden_states[1], atol=1e-5, rtol=1e-5)
+    teacher_layers = teacher.bert.encoder.layer
+    if architecture == "same":
+        pairs = [(student.bert.encoder.layer[j], teacher_layers[t]) for j, t in enumerate([0, 2])]
+        for s_layer, t_layer in pairs:
+            for (name, s), (_, t) in zip(s_layer.state_dict().items(), t_layer.state_dict().items()):
+                torch.testing.assert_close(s, t, msg=name)
+        torch.testing.assert_close(student.classifier.weight, teacher.classifier.weight)
+        torch.testing.assert_close(student.bert.pooler.dense.weight, teacher.bert.pooler.dense.weight)
+    else:
+        blocks = student.distilbert.transformer.layer
+        for j, t in enumerate([0, 2]):
+            torch.testing.assert_close(blocks[j].attention.q_lin.weight, teacher_layers[t].attention.self.query.weight)
+            torch.testing.assert_close(blocks[j].ffn.lin2.bias, teacher_layers[t].output.dense.bias)
+            torch.testing.assert_close(blocks[j].output_layer_norm.weight, teacher_layers[t].output.LayerNorm.weight)
+        torch.testing.assert_close(student.pre_classifier.weight, teacher.bert.pooler.dense.weight)
+        torch.testing.assert_close(student.classifier.bias, teacher.classifier.bias)
+
+
+@pytest.mark.parametrize("architecture", ["same", "distilbert"])
+def test_config_labels_and_provenance(teacher, architecture, tmp_path):
+    student = student_from_teacher(teacher, num_layers=2, architecture=architecture)
+    assert student.config.num_hidden_layers == 2
+    assert model_label_names(student) == LABELS
+    assert student.config.label2id == teacher.config.label2id
+    expected = {"teacher": None, "architecture": architecture, "layer_ids": [0, 3], "num_teacher_layers": 4}
+    assert student.config.hfkd_student == expected
+    assert teacher.config.num_hidden_layers == 4 and not hasattr(teacher.config, "hfkd_student")
+    student.save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path).hfkd_student == expected
+
+
+@pytest.mark.parametrize("architecture", ["same", "distilbert"])
+def test_teacher_is_untouched(teacher, architecture):
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = student_from_teacher(teacher, num_layers=4, architecture=architecture)
+    teacher_ptrs = {p.data_ptr() for p in teacher.parameters()}
+    assert not teacher_ptrs & {p.data_ptr() for p in student.parameters()}
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    for k, v in teacher.state_dict().items():
+        torch.testing.assert_close(v, before[k], msg=k)
+    assert len(teacher.bert.encoder.layer) == 4
+
+
+def test_same_works_for_roberta_and_distilbert_teachers(teacher):
+    torch.manual_seed(0)
+    roberta = RobertaForSequenceClassification(
+        RobertaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37)
+    )
+    assert type(student_from_teacher(roberta, layer_ids=[1, 3])) is RobertaForSequenceClassification
+    distil = student_from_teacher(teacher, num_layers=4, architecture="distilbert")
+    smaller = student_from_teacher(distil, layer_ids=[0, 3])
+    assert isinstance(smaller, DistilBertForSequenceClassification) and smaller.config.n_layers == 2
+    torch.testing.assert_close(
+        smaller.distilbert.transformer.layer[1].ffn.lin1.weight, distil.distilbert.transformer.layer[3].ffn.lin1.weight
+    )
+
+
+def test_teacher_without_pooler(caplog):
+    torch.manual_seed(0)
+    base = BertModel(bert_config(), add_pooling_layer=False)
+    same = student_from_teacher(base, num_layers=2)
+    assert type(same) is BertModel and same.pooler is None
+    with caplog.at_level(logging.WARNING, logger="hfkd.students"):
+        distil = student_from_teacher(base, num_layers=2, architecture="distilbert")
+    assert isinstance(distil, DistilBertForSequenceClassification)
+    assert "no pooler" in caplog.text
+
+
+def test_layer_norm_eps_mismatch_warns(caplog):
+    teacher = BertForSequenceClassification(bert_config(layer_norm_eps=1e-5))
+    with caplog.at_level(logging.WARNING, logger="hfkd.students"):
+        student_from_teacher(teacher, architecture="distilbert")
+    assert "layer_norm_eps" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_layers": 0}, r"num_layers.*\[1, 4\].*num_layers=0"),
+        ({"num_layers": 5}, r"num_layers.*\[1, 4\].*num_layers=5"),
+        ({"layer_ids": [0, 4]}, r"out of range.*\[0, 3\]"),
+        ({"layer_ids": [-1, 2]}, r"out of range"),
+        ({"layer_ids": [1, 1]}, r"repeat"),
+        ({"layer_ids": [2, 0]}, r"increasing.*\[0, 2\]"),
+        ({"layer_ids": []}, r"non-empty"),
+        ({"num_layers": 3, "layer_ids": [0, 2]}, r"num_layers=3 disagrees with layer_ids=\[0, 2\]"),
+        ({"architecture": "tiny"}, r"architecture='tiny'.*same.*distilbert"),
+    ],
+)
+def test_validation_errors(teacher, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        student_from_teacher(teacher, **kwargs)
+
+
+def test_distilbert_needs_a_bert_teacher():
+    roberta = RobertaForSequenceClassification(
+        RobertaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+    )
+    with pytest.raises(ValueError, match=r"model_type='roberta'.*architecture='same'"):
+        student_from_teacher(roberta, architecture="distilbert")
+
+
+# --- tokenizer, saving, loading ---
+
+
+def test_student_tokenizer(teacher, word_tokenizer, tmp_path):
+    same = student_from_teacher(teacher, num_layers=2)
+    assert student_tokenizer(word_tokenizer, same) is word_tokenizer
+    distil = student_from_teacher(teacher, num_layers=2, architecture="distilbert")
+    tokenizer = student_tokenizer(word_tokenizer, distil)
+    assert tokenizer.model_input_names == ["input_ids", "attention_mask"]
+    assert "token_type_ids" in word_tokenizer.model_input_names  # the teacher's is unchanged
+    assert set(tokenizer("good movie")) == {"input_ids", "attention_mask"}
+    assert tokenizer("good movie")["input_ids"] == word_tokenizer("good movie")["input_ids"]
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded.model_input_names == ["input_ids", "attention_mask"]
+    assert set(reloaded(["good movie", "bad"], padding=True)) == {"input_ids", "attention_mask"}
+
+
+def save_student(teacher, tokenizer, folder, architecture):
+    student = student_from_teacher(teacher, num_layers=2, architecture=architecture)
+    student.save_pretrained(folder)
+    student_tokenizer(tokenizer, student).save_pretrained(folder)
+    return student
+
+
+@pytest.mark.parametrize("architecture", ["same", "distilbert"])
+def test_saved_student_reloads_and_runs_in_a_pipeline(teacher, word_tokenizer, tmp_path, batch, architecture):
+    student = save_student(teacher, word_tokenizer, tmp_path / "s", architecture)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "s").eval()
+    assert type(reloaded) is type(student)
+    torch.testing.assert_close(outputs(reloaded, batch).logits, outputs(student, batch).logits)
+    predictions = pipeline("text-classification", model=str(tmp_path / "s"))(["good movie", "awful flight"])
+    assert {p["label"] for p in predictions} <= set(LABELS)
+    loaded = load_student(str(tmp_path / "s"), label_names=list(reversed(LABELS)))
+    assert type(loaded) is type(student) and model_label_names(loaded) == LABELS
+
+
+SUBPROCESS = """
+import json, sys
+from transformers import pipeline
+out = {}
+for folder in sys.argv[1:]:
+    clf = pipeline("text-classification", model=folder)
+    out[folder] = [clf(["good movie", "awful flight was late"]), type(clf.model).__name__, "hfkd" in sys.modules]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_saved_students_run_without_hfkd(teacher, word_tokenizer, tmp_path):
+    folders = []
+    for architecture in ["same", "distilbert"]:
+        save_student(teacher, word_tokenizer, tmp_path / architecture, architecture)
+        folders.append(str(tmp_path / architecture))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", SUBPROCESS, *folders],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [out[f][1] for f in folders] == ["BertForSequenceClassification", "DistilBertForSequenceClassification"]
+    for folder in folders:
+        predictions, _, imported_hfkd = out[folder]
+        assert not imported_hfkd
+        assert len(predictions) == 2 and {p["label"] for p in predictions} <= set(LABELS)
+
+
+@pytest.mark.slow
+def test_minilm_teacher_to_distilbert_student():
+    from hfkd.models import load_classifier, load_tokenizer
+
+    teacher = load_classifier("builtin:minilm-l6", label_names=LABELS).eval()
+    assert type(teacher) is BertForSequenceClassification and len(teacher.bert.encoder.layer) == 6
+    assert model_label_names(teacher) == LABELS
+    tokenizer = load_tokenizer("builtin:minilm-l6")
+    small = student_from_teacher(teacher, num_layers=3, architecture="distilbert")
+    assert small.config.hfkd_student["layer_ids"] == [0, 3, 5] and small.config.n_layers == 3
+    full = student_from_teacher(teacher, num_layers=6, architecture="distilbert")
+    enc = tokenizer(["The flight was late again, but the crew was lovely."], return_tensors="pt")
+    teacher_out = outputs(teacher, dict(enc))
+    student_inputs = {k: v for k, v in enc.items() if k in student_tokenizer(tokenizer, full).model_input_names}
+    student_out = outputs(full, student_inputs)
+    for t, s in zip(teacher_out.hidden_states, student_out.hidden_states, strict=True):
+        torch.testing.assert_close(s, t, atol=1e-5, rtol=1e-5)
