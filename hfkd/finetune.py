@@ -119,7 +119,10 @@ def train_classifier(
     train_dl, eval_dl = get_dataloaders(accelerator, train_dataset, eval_dataset, tokenizer, args)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": args.weight_decay},
+        {
+            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+            "weight_decay": args.weight_decay,
+        },
         {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=args.learning_rate)
@@ -136,10 +139,14 @@ def train_classifier(
         optimizer, args.num_warmup_steps(max_steps) * processes, max_steps * processes
     )
 
-    model, optimizer, train_dl, eval_dl, scheduler = accelerator.prepare(model, optimizer, train_dl, eval_dl, scheduler)
-    test_dl = accelerator.prepare(get_dataloaders(accelerator, test_dataset, test_dataset, tokenizer, args)[1]) if (
-        test_dataset is not None
-    ) else None
+    model, optimizer, train_dl, eval_dl, scheduler = accelerator.prepare(
+        model, optimizer, train_dl, eval_dl, scheduler
+    )
+    test_dl = (
+        accelerator.prepare(get_dataloaders(accelerator, test_dataset, test_dataset, tokenizer, args)[1])
+        if (test_dataset is not None)
+        else None
+    )
 
     start_epoch, completed_steps = 0, 0
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
@@ -183,7 +190,10 @@ def train_classifier(
                 progress.update(1)
                 if completed_steps % args.logging_steps == 0:
                     mean_loss = accelerator.reduce(running_loss, "mean").item() / running_batches
-                    total_loss, total_batches = total_loss + mean_loss * running_batches, total_batches + running_batches
+                    total_loss, total_batches = (
+                        total_loss + mean_loss * running_batches,
+                        total_batches + running_batches,
+                    )
                     running_loss.zero_()
                     running_batches = 0
                     log = {"loss": mean_loss, "learning_rate": scheduler.get_last_lr()[0], "step": completed_steps}

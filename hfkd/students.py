@@ -242,7 +242,7 @@ def _distilbert_student(teacher: PreTrainedModel, teacher_layers: nn.ModuleList,
     type0 = bert.embeddings.token_type_embeddings.weight[0]
     dist.embeddings.position_embeddings.weight.copy_(bert.embeddings.position_embeddings.weight + type0)
     copy_(dist.embeddings.LayerNorm, bert.embeddings.LayerNorm)
-    for block, t in zip(dist.transformer.layer, ids):
+    for block, t in zip(dist.transformer.layer, ids, strict=True):
         src = teacher_layers[t]
         copy_(block.attention.q_lin, src.attention.self.query)
         copy_(block.attention.k_lin, src.attention.self.key)

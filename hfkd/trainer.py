@@ -220,8 +220,7 @@ class DistillationTrainer(Trainer):
         if batch_samples:
             rows = sum(len(batch["input_ids"]) for batch in batch_samples)
             labelled = sum(
-                (batch["labels"] != IGNORE_INDEX).sum() if "labels" in batch else 0
-                for batch in batch_samples
+                (batch["labels"] != IGNORE_INDEX).sum() if "labels" in batch else 0 for batch in batch_samples
             )
             counts = torch.stack([torch.as_tensor(rows), torch.as_tensor(labelled)]).to(device=device)
             if self.accelerator.num_processes > 1:
@@ -253,7 +252,9 @@ class DistillationTrainer(Trainer):
             logs.update(self._pop_loss_parts("train"))
         super().log(logs, start_time)
 
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
         self._loss_sums["eval"] = self._zero_sums()
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         for name, value in self._pop_loss_parts("eval").items():

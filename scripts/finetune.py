@@ -26,7 +26,9 @@ def make_parser() -> HfkdParser:
     return HfkdParser((ModelArguments, DataArguments, StudentArguments, FinetuneArguments))
 
 
-def main(model_args: ModelArguments, data_args: DataArguments, student_args: StudentArguments, args: FinetuneArguments):
+def main(
+    model_args: ModelArguments, data_args: DataArguments, student_args: StudentArguments, args: FinetuneArguments
+):
     metrics = finetune(model_args, data_args, student_args, args)
     from accelerate import PartialState
 

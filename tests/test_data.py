@@ -11,15 +11,13 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import BertTokenizerFast
 
 from hfkd.data import (
-    TWEET_DOMAIN_RULES,
-    TWEET_DOMAINS,
-    TWEET_LABELS,
     concatenate_domains,
     domain_counts,
     format_domain_counts,
     load_domains,
     tokenize_domains,
 )
+from hfkd.tweets import TWEET_DOMAIN_RULES, TWEET_DOMAINS, TWEET_LABELS
 
 LABELS = ["negative", "neutral", "positive"]
 WORDS = "good great love bad awful hate flight phone car music ball the a is was my not very so and".split()
@@ -114,9 +112,10 @@ def test_tweets_deterministic_capped_and_fast(tweets):
     capped = load_domains("tweets", "apple", max_train_samples=50, max_eval_samples=20)
     assert domain_counts(capped) == {"apple": {"train": 50, "validation": 20, "test": 20}}
     assert set(capped["apple"]["train"]["text"]) <= set(tweets["apple"]["train"]["text"])
-    assert capped["apple"]["train"]["text"] == load_domains("tweets", ["apple"], max_train_samples=50)["apple"][
-        "train"
-    ]["text"]
+    assert (
+        capped["apple"]["train"]["text"]
+        == load_domains("tweets", ["apple"], max_train_samples=50)["apple"]["train"]["text"]
+    )
     reseeded = load_domains("tweets", ["apple"], split_seed=7)
     assert reseeded["apple"]["test"]["text"] != tweets["apple"]["test"]["text"]
 

@@ -17,16 +17,44 @@ SMALL = ["--max_train_samples", "48", "--max_eval_samples", "16", "--max_length"
 def test_minilm_teacher_and_distilbert_student_on_real_tweets(tmp_path):
     finetune, distill = load_script("finetune"), load_script("distill")
     teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
-    t_metrics = finetune.main(*finetune.make_parser().parse_args_and_config(
-        ["--config", TINY, *SMALL, "--model_name_or_path", "builtin:minilm-l6", "--output_dir", str(teacher_dir),
-         "--learning_rate", "1e-4"]))
+    t_metrics = finetune.main(
+        *finetune.make_parser().parse_args_and_config(
+            [
+                "--config",
+                TINY,
+                *SMALL,
+                "--model_name_or_path",
+                "builtin:minilm-l6",
+                "--output_dir",
+                str(teacher_dir),
+                "--learning_rate",
+                "1e-4",
+            ]
+        )
+    )
     assert t_metrics["eval_n"] == 16 and 0 <= t_metrics["eval_accuracy"] <= 1
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     assert teacher.config.num_hidden_layers == 6 and teacher.config.hidden_size == 384
 
-    s_metrics = distill.main(*distill.make_parser().parse_args_and_config(
-        ["--config", TINY, *SMALL, "--teacher_model_name_or_path", str(teacher_dir), "--student_num_layers", "3",
-         "--student_architecture", "distilbert", "--output_dir", str(student_dir), "--temperature", "2"]))
+    s_metrics = distill.main(
+        *distill.make_parser().parse_args_and_config(
+            [
+                "--config",
+                TINY,
+                *SMALL,
+                "--teacher_model_name_or_path",
+                str(teacher_dir),
+                "--student_num_layers",
+                "3",
+                "--student_architecture",
+                "distilbert",
+                "--output_dir",
+                str(student_dir),
+                "--temperature",
+                "2",
+            ]
+        )
+    )
     assert s_metrics["eval_loss_kd"] > 0 and torch.isfinite(torch.tensor(s_metrics["train_loss"]))
     student = AutoModelForSequenceClassification.from_pretrained(student_dir)
     assert type(student).__name__ == "DistilBertForSequenceClassification" and student.config.n_layers == 3

@@ -400,7 +400,7 @@ def test_concurrent_first_load_from_two_processes(tmp_path):
         for _ in range(2)
     ]
     outputs = [proc.communicate(timeout=120) for proc in procs]
-    for proc, (stdout, stderr) in zip(procs, outputs):
+    for proc, (_, stderr) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, stderr.decode()[-2000:]
     results = [json.loads(stdout.decode().strip().splitlines()[-1]) for stdout, _ in outputs]
     assert results[0] == results[1]

@@ -52,13 +52,21 @@ def test_finetune_writes_a_complete_model_folder(teacher_dir):
 def test_finetune_resume_from_epoch_checkpoint_matches_uninterrupted(tmp_path, teacher_dir):
     # A run that keeps both epoch checkpoints, resumed from the first: same final weights as the uninterrupted run.
     full = tmp_path / "full"
-    run_script("finetune", "--model_name_or_path", "builtin:tiny-bert", "--output_dir", str(full),
-               "--save_total_limit", "2")
+    run_script(
+        "finetune", "--model_name_or_path", "builtin:tiny-bert", "--output_dir", str(full), "--save_total_limit", "2"
+    )
     resumed = tmp_path / "resumed"
     os.makedirs(resumed)
     os.rename(full / "checkpoint-8", resumed / "checkpoint-8")
-    run_script("finetune", "--model_name_or_path", "builtin:tiny-bert", "--output_dir", str(resumed),
-               "--resume_from_checkpoint", "last")
+    run_script(
+        "finetune",
+        "--model_name_or_path",
+        "builtin:tiny-bert",
+        "--output_dir",
+        str(resumed),
+        "--resume_from_checkpoint",
+        "last",
+    )
     history = json.loads((resumed / "log_history.json").read_text())
     assert min(log["step"] for log in history) > 8  # it trained the second epoch only
     a, b = load_file(str(full / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
@@ -70,8 +78,15 @@ def test_finetune_resume_from_epoch_checkpoint_matches_uninterrupted(tmp_path, t
 def test_distill_end_to_end(tmp_path, teacher_dir):
     out = tmp_path / "student"
     metrics = run_script(
-        "distill", "--teacher_model_name_or_path", str(teacher_dir), "--student_num_layers", "1",
-        "--output_dir", str(out), "--temperature", "4",
+        "distill",
+        "--teacher_model_name_or_path",
+        str(teacher_dir),
+        "--student_num_layers",
+        "1",
+        "--output_dir",
+        str(out),
+        "--temperature",
+        "4",
     )
     assert {"eval_accuracy", "eval_macro_f1", "eval_loss_kd", "test_accuracy", "train_loss"} <= set(metrics)
     files = set(os.listdir(out))
@@ -106,14 +121,34 @@ def _launch(*args, timeout=600):
 @pytest.mark.slow
 def test_both_scripts_under_two_process_ddp(tmp_path):
     teacher, student = tmp_path / "teacher", tmp_path / "student"
-    out = _launch("scripts/finetune.py", "--config", TINY, "--model_name_or_path", "builtin:tiny-bert",
-                  "--output_dir", str(teacher), "--num_train_epochs", "1")
+    out = _launch(
+        "scripts/finetune.py",
+        "--config",
+        TINY,
+        "--model_name_or_path",
+        "builtin:tiny-bert",
+        "--output_dir",
+        str(teacher),
+        "--num_train_epochs",
+        "1",
+    )
     assert out.count("Saved the fine-tuned model") == 1  # the main process alone saves and reports
     metrics = json.loads((teacher / "metrics.json").read_text())
     assert metrics["eval_n"] == 32  # gather_for_metrics drops the duplicated padding rows
     assert metrics["global_step"] == 4  # 64 rows / (2 processes x batch 8)
-    out = _launch("scripts/distill.py", "--config", TINY, "--teacher_model_name_or_path", str(teacher),
-                  "--student_num_layers", "1", "--output_dir", str(student), "--num_train_epochs", "1")
+    out = _launch(
+        "scripts/distill.py",
+        "--config",
+        TINY,
+        "--teacher_model_name_or_path",
+        str(teacher),
+        "--student_num_layers",
+        "1",
+        "--output_dir",
+        str(student),
+        "--num_train_epochs",
+        "1",
+    )
     assert out.count("Saved the student") == 1
     for folder in (teacher, student):
         assert sorted(f for f in os.listdir(folder) if f.endswith(".safetensors")) == ["model.safetensors"]

@@ -109,7 +109,7 @@ def test_all_layers_reproduce_the_teacher(teacher, batch, architecture):
     teacher_out = outputs(teacher, batch, token_type_ids=torch.zeros_like(batch["input_ids"]))
     student_out = outputs(student, batch)
     assert len(student_out.hidden_states) == len(teacher_out.hidden_states) == 5
-    for t, s in zip(teacher_out.hidden_states, student_out.hidden_states):
+    for t, s in zip(teacher_out.hidden_states, student_out.hidden_states, strict=True):
         torch.testing.assert_close(s, t, atol=1e-5, rtol=1e-5)
     if architecture == "same":
         torch.testing.assert_close(student_out.logits, teacher_out.logits, atol=1e-5, rtol=1e-5)
@@ -133,7 +133,7 @@ def test_subset_copies_embeddings_and_chosen_layers(teacher, batch, architecture
     if architecture == "same":
         pairs = [(student.bert.encoder.layer[j], teacher_layers[t]) for j, t in enumerate([0, 2])]
         for s_layer, t_layer in pairs:
-            for (name, s), (_, t) in zip(s_layer.state_dict().items(), t_layer.state_dict().items()):
+            for (name, s), (_, t) in zip(s_layer.state_dict().items(), t_layer.state_dict().items(), strict=True):
                 torch.testing.assert_close(s, t, msg=name)
         torch.testing.assert_close(student.classifier.weight, teacher.classifier.weight)
         torch.testing.assert_close(student.bert.pooler.dense.weight, teacher.bert.pooler.dense.weight)

@@ -81,7 +81,9 @@ def _params_after_one_step(tmp_path, tokenizer, train, teacher, batch_size, accu
 
 def test_gradient_accumulation_is_exact(tmp_path, tokenizer, tokenized, tiny_teacher):
     # Unlabeled rows are unevenly spread over the two halves, so a mean of per-micro-batch means would differ.
-    train = tokenized(32).map(lambda ex, i: {"labels": -100 if (i < 16 and i % 2) else ex["labels"]}, with_indices=True)
+    train = tokenized(32).map(
+        lambda ex, i: {"labels": -100 if (i < 16 and i % 2) else ex["labels"]}, with_indices=True
+    )
     start = {k: v.clone() for k, v in tiny_bert(num_layers=1, seed=1).named_parameters()}
     one, _ = _params_after_one_step(tmp_path, tokenizer, train, tiny_teacher, 32, 1)
     two, _ = _params_after_one_step(tmp_path, tokenizer, train, tiny_teacher, 16, 2)
@@ -136,7 +138,9 @@ def test_permuted_label_order_is_mapped_by_name(tmp_path, tokenizer, tokenized, 
     student = tiny_bert(1, id2label=dict(enumerate(order)), label2id={n: i for i, n in enumerate(order)})
     train = tokenized(8)
     trainer = make_trainer(tmp_path, tokenizer, train, tiny_teacher, student=student)
-    batch = DataCollatorWithPadding(tokenizer)([{k: v for k, v in train[i].items() if k != "labels"} for i in range(8)])
+    batch = DataCollatorWithPadding(tokenizer)(
+        [{k: v for k, v in train[i].items() if k != "labels"} for i in range(8)]
+    )
     mapped = trainer.teacher_logits(dict(batch))
     raw = tiny_teacher(**batch).logits
     assert torch.allclose(mapped, raw[:, [2, 0, 1]])

@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from transformers.utils import logging
 
-
 # `import evaluate` takes seconds (evaluate.evaluator imports transformers.pipelines and torch): import it lazily.
 if TYPE_CHECKING:
     import evaluate

@@ -9,7 +9,6 @@ import datasets
 import evaluate
 import numpy as np
 
-
 _DESCRIPTION = """
 How closely a student reproduces its teacher, from the logits of both on the same examples. Computed with numpy in
 float64.

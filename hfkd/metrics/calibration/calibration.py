@@ -9,7 +9,6 @@ import datasets
 import evaluate
 import numpy as np
 
-
 _DESCRIPTION = """
 Expected calibration error (ECE) of a classifier's top-1 confidence, with `n_bins` equal-width bins, computed with
 numpy in float64 (Guo et al., 2017).

@@ -10,7 +10,6 @@ import evaluate
 import numpy as np
 from transformers.utils import logging
 
-
 logger = logging.get_logger("hfkd.metrics.classification")
 
 
