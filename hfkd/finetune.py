@@ -39,15 +39,17 @@ LOOP_STATE_FILE = "hfkd_loop_state.json"
 
 
 def get_dataloaders(
-    accelerator: Accelerator, train: Dataset, evaluation: Dataset, tokenizer, args: FinetuneArguments
-) -> tuple[DataLoader, DataLoader]:
-    """Shuffled training and ordered evaluation dataloaders with dynamic padding."""
+    accelerator: Accelerator, tokenizer, args: FinetuneArguments, train: Dataset, *evaluation: Dataset
+) -> list[DataLoader]:
+    """A shuffled training dataloader and ordered evaluation dataloaders, all with dynamic padding."""
     pad_to = 8 if accelerator.mixed_precision in ("fp16", "bf16") else None  # tensor-core friendly shapes on GPUs
-    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to)
-    common = dict(collate_fn=collator, num_workers=args.dataloader_num_workers)
-    train_dl = DataLoader(train, shuffle=True, batch_size=args.per_device_train_batch_size, **common)
-    eval_dl = DataLoader(evaluation, shuffle=False, batch_size=args.per_device_eval_batch_size, **common)
-    return train_dl, eval_dl
+    common = dict(collate_fn=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to))
+    common["num_workers"] = args.dataloader_num_workers
+    loaders = [DataLoader(train, shuffle=True, batch_size=args.per_device_train_batch_size, **common)]
+    loaders += [
+        DataLoader(ds, shuffle=False, batch_size=args.per_device_eval_batch_size, **common) for ds in evaluation
+    ]
+    return loaders
 
 
 def evaluate_model(accelerator: Accelerator, model, dataloader: DataLoader, input_names: set[str]) -> dict[str, float]:
@@ -116,7 +118,8 @@ def train_classifier(
     set_seed(args.seed)
     input_names = forward_argument_names(model)
 
-    train_dl, eval_dl = get_dataloaders(accelerator, train_dataset, eval_dataset, tokenizer, args)
+    extra = [] if test_dataset is None else [test_dataset]
+    train_dl, eval_dl, *test_dl = get_dataloaders(accelerator, tokenizer, args, train_dataset, eval_dataset, *extra)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     groups = [
         {
@@ -139,13 +142,8 @@ def train_classifier(
         optimizer, args.num_warmup_steps(max_steps) * processes, max_steps * processes
     )
 
-    model, optimizer, train_dl, eval_dl, scheduler = accelerator.prepare(
-        model, optimizer, train_dl, eval_dl, scheduler
-    )
-    test_dl = (
-        accelerator.prepare(get_dataloaders(accelerator, test_dataset, test_dataset, tokenizer, args)[1])
-        if (test_dataset is not None)
-        else None
+    model, optimizer, train_dl, eval_dl, scheduler, *test_dl = accelerator.prepare(
+        model, optimizer, train_dl, eval_dl, scheduler, *test_dl
     )
 
     start_epoch, completed_steps = 0, 0
@@ -225,8 +223,8 @@ def train_classifier(
         "train_runtime": runtime,
         "train_samples": len(train_dataset),
     }
-    if test_dl is not None:
-        metrics |= {f"test_{k}": v for k, v in evaluate_model(accelerator, model, test_dl, input_names).items()}
+    if test_dl:
+        metrics |= {f"test_{k}": v for k, v in evaluate_model(accelerator, model, test_dl[0], input_names).items()}
 
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
