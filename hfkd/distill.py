@@ -9,7 +9,7 @@ from transformers.utils import logging
 
 from .config import DataArguments, DistillationArguments, StudentArguments
 from .metrics import make_compute_metrics
-from .models import labels_are_generic, load_classifier, load_tokenizer, resolve_model_name_or_path
+from .models import has_trained_head, load_classifier, load_tokenizer, resolve_model_name_or_path
 from .parser import config_to_dict
 from .runs import domain_label_names, load_data, redact, tokenize_source_splits, write_metrics, write_run_info
 from .students import load_student, student_from_teacher, student_tokenizer
@@ -33,12 +33,12 @@ def load_teacher(name_or_path: str | None, label_names: list[str]) -> PreTrained
         config = AutoConfig.from_pretrained(resolve_model_name_or_path(name_or_path))
     except (OSError, ValueError) as err:
         raise ValueError(f"teacher_model_name_or_path={name_or_path!r} could not be loaded: {err}\n{hint}") from None
-    architectures = config.architectures or []
-    if labels_are_generic(config) or not any(a.endswith("ForSequenceClassification") for a in architectures):
+    if not has_trained_head(config):
         raise ValueError(
             f"teacher_model_name_or_path={name_or_path!r} has no trained classification head (architectures "
-            f"{architectures}, labels {list(config.id2label.values())}); a teacher must be fine-tuned on the task "
-            "first: run scripts/finetune.py with model_name_or_path set to it and use its output_dir as the teacher."
+            f"{config.architectures}, labels {list(config.id2label.values())}); a teacher must be fine-tuned on "
+            "the task first: run scripts/finetune.py with model_name_or_path set to it and use its output_dir as "
+            "the teacher."
         )
     return load_classifier(name_or_path, label_names=label_names)
 

@@ -55,14 +55,14 @@ def get_dataloaders(
 def evaluate_model(accelerator: Accelerator, model, dataloader: DataLoader, input_names: set[str]) -> dict[str, float]:
     """Loss, accuracy and macro-F1 over a whole (possibly sharded) dataloader."""
     model.eval()
-    predictions, references, loss_sum, rows = [], [], 0.0, 0
+    predictions, references = [], []
+    loss_sum = torch.zeros((), device=accelerator.device)
     for batch in dataloader:
         with torch.no_grad():
             outputs = model(**{k: v for k, v in batch.items() if k in input_names})
         logits, labels = accelerator.gather_for_metrics((outputs.logits, batch["labels"]))
         loss = torch.nn.functional.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="sum")
-        loss_sum += loss.item()
-        rows += int((labels != -100).sum())
+        loss_sum += loss
         predictions.append(logits.argmax(-1).cpu())
         references.append(labels.cpu())
     predictions, references = torch.cat(predictions), torch.cat(references)
@@ -71,7 +71,7 @@ def evaluate_model(accelerator: Accelerator, model, dataloader: DataLoader, inpu
     metrics = compute_classification_metrics(
         predictions[keep].tolist(), references[keep].tolist(), num_labels=num_labels
     )
-    return {"loss": loss_sum / max(rows, 1), **metrics}
+    return {"loss": loss_sum.item() / max(int(keep.sum()), 1), **metrics}
 
 
 def _checkpoints(output_dir: str) -> list[str]:

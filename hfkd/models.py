@@ -225,6 +225,12 @@ def labels_are_generic(config: PreTrainedModel | PreTrainedConfig) -> bool:
     return True
 
 
+def has_trained_head(model_or_config: PreTrainedModel | PreTrainedConfig) -> bool:
+    """Whether a checkpoint is a sequence classifier with real label names (not `LABEL_0, ...`)."""
+    config = _config_of(model_or_config)
+    return _is_classifier(config) and not labels_are_generic(config)
+
+
 def _is_classifier(config: PreTrainedConfig) -> bool:
     return any(arch.endswith("ForSequenceClassification") for arch in (config.architectures or []))
 
@@ -262,7 +268,7 @@ def load_classifier(
             f"load_classifier got both label_names and {clashing}; pass only label_names (it sets the label space)."
         )
     config = AutoConfig.from_pretrained(path, **{k: v for k, v in kwargs.items() if k in _HUB_KWARGS})
-    if _is_classifier(config) and not labels_are_generic(config):
+    if has_trained_head(config):
         found = model_label_names(config)
         if set(found) != set(label_names):
             raise ValueError(
