@@ -257,3 +257,132 @@ class DistillationArguments(TrainingArguments):
         check_range("alpha", self.alpha, 0, 1, hint="use e.g. 0.5 (1.0 = distillation term only, 0.0 = labels only)")
         check_choice("distillation_loss", self.distillation_loss, DISTILLATION_LOSSES)
         super().__post_init__()
+
+
+EXPERIMENT_MODELS = ("teacher", "baseline", "distilled", "adaptive")
+"""The models of a cross-domain experiment, in the order they are trained and shown."""
+
+
+def parse_domain_weights(entries: list[str] | None, field_name: str = "target_domain_weights") -> dict[str, float]:
+    """`["apple=2", "coachella=1"]` -> `{"apple": 2.0, "coachella": 1.0}`, with errors that name the bad entry."""
+    weights: dict[str, float] = {}
+    for entry in entries or []:
+        name, sep, value = str(entry).partition("=")
+        try:
+            weight = float(value) if sep and name.strip() else None
+        except ValueError:
+            weight = None
+        if weight is None or not weight >= 0 or weight == float("inf"):
+            raise ValueError(
+                f"{field_name} entry {entry!r} is not 'domain=weight' with a finite weight >= 0; write e.g. "
+                f"{field_name}: [apple=2, coachella=1] (the weights are normalised)."
+            )
+        weights[name.strip()] = weight
+    if weights and not sum(weights.values()) > 0:
+        raise ValueError(f"{field_name}: at least one weight must be > 0; got {entries!r}.")
+    return weights
+
+
+@dataclass
+class ExperimentArguments:
+    """A cross-domain experiment: which models to train on the source domain(s) and where to evaluate them."""
+
+    mode: str = field(
+        default="single",
+        metadata={
+            "help": "'single': train on source_domains, evaluate on every domain. 'leave_one_out': one block per "
+            "domain, which is held out as the target while all the others are the sources."
+        },
+    )
+    target_domains: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Domains evaluated as targets (and whose unlabeled training text the adaptive student sees). "
+            "Default: every domain of the dataset that is not a source. In leave_one_out mode: the pool of domains."
+        },
+    )
+    models: list[str] = field(
+        default_factory=lambda: list(EXPERIMENT_MODELS),
+        metadata={
+            "help": f"Which models to train and compare, any of {list(EXPERIMENT_MODELS)}. The teacher is always "
+            "needed (trained here, or given with teacher_model_name_or_path)."
+        },
+    )
+    teacher_num_train_epochs: int | None = field(
+        default=None, metadata={"help": "Epochs for fine-tuning the teacher. Default: num_train_epochs."}
+    )
+    teacher_learning_rate: float | None = field(
+        default=None, metadata={"help": "Peak learning rate for fine-tuning the teacher. Default: learning_rate."}
+    )
+    unlabeled_ratio: float = field(
+        default=1.0,
+        metadata={
+            "help": "Adaptive student: unlabeled target rows added per labelled source row (1.0 = as many as the "
+            "source has), taken from the targets' training splits (never their test splits)."
+        },
+    )
+    target_domain_weights: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Adaptive student: how the unlabeled rows are shared among targets, as 'domain=weight' entries "
+            "(normalised; a domain left out gets 0). Default: equal shares."
+        },
+    )
+    extra_metrics: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "More `evaluate` metrics computed on every (model, domain), by Hub name ('accuracy', 'f1') or "
+            "path; stored in results.json under 'extra'. The built-in local metrics always run, offline too."
+        },
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Redo every stage even when a finished one with the same config is in output_dir."},
+    )
+
+    def __post_init__(self):
+        check_choice("mode", self.mode, ("single", "leave_one_out"))
+        unknown = [m for m in self.models if m not in EXPERIMENT_MODELS]
+        if unknown or not self.models:
+            raise ValueError(
+                f"models={self.models!r} has unknown entries {unknown}; choose from {list(EXPERIMENT_MODELS)}."
+            )
+        self.models = [m for m in EXPERIMENT_MODELS if m in self.models]
+        check_range("teacher_num_train_epochs", self.teacher_num_train_epochs, 1)
+        check_range("teacher_learning_rate", self.teacher_learning_rate, 0, low_open=True)
+        check_range("unlabeled_ratio", self.unlabeled_ratio, 0, low_open=True, hint="use e.g. 1.0")
+        parse_domain_weights(self.target_domain_weights)
+
+
+@dataclass
+class EvaluationArguments:
+    """`scripts/evaluate_models.py`: saved models evaluated on the test split of some domains."""
+
+    model_paths: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "The models, as 'name=path' (or a bare path, named by its folder): saved Hugging Face folders or "
+            "Hub ids."
+        },
+    )
+    teacher: str | None = field(
+        default=None,
+        metadata={
+            "help": "Name of the reference model: students' retention, agreement and KL are measured against it. "
+            "Default: the model named 'teacher', if any."
+        },
+    )
+    target_domains: list[str] | None = field(
+        default=None,
+        metadata={"help": "Domains to evaluate on (besides source_domains, shown as in-domain). Default: all."},
+    )
+    output_dir: str = field(default="runs/evaluate", metadata={"help": "Where results.json and report.md go."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
+    extra_metrics: list[str] | None = field(
+        default=None, metadata={"help": "More `evaluate` metrics by Hub name or path (see cross_domain.py)."}
+    )
+
+    def __post_init__(self):
+        if not self.model_paths:
+            raise ValueError("model_paths is empty; pass e.g. --model_paths teacher=runs/t student=runs/s.")
+        check_range("per_device_eval_batch_size", self.per_device_eval_batch_size, 1)

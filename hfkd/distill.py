@@ -64,6 +64,47 @@ def build_student(
     return student, student_tokenizer(teacher_tokenizer, student)
 
 
+def train_student(
+    student: PreTrainedModel,
+    tokenizer,
+    teacher: PreTrainedModel,
+    teacher_tokenizer,
+    train_dataset,
+    eval_dataset,
+    args: DistillationArguments,
+    test_dataset=None,
+) -> dict[str, Any]:
+    """Distil `teacher` into `student` with [`DistillationTrainer`]; save the student to `args.output_dir`.
+
+    `resume_from_checkpoint` (a folder, or `"last"` for the newest checkpoint in `output_dir`) continues a run. Returns
+    the training metrics, `eval_*` on `eval_dataset` and `test_*` on `test_dataset` (when given), also written to
+    `metrics.json`.
+    """
+    num_labels = student.config.num_labels
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        teacher_processing_class=teacher_tokenizer,
+        compute_metrics=make_compute_metrics(num_labels),
+    )
+    resume = args.resume_from_checkpoint
+    result = trainer.train(resume_from_checkpoint=True if resume == "last" else resume)
+    trainer.save_model()  # the student and its tokenizer only; the teacher is never saved
+    metrics: dict[str, Any] = dict(result.metrics)
+    if eval_dataset is not None:
+        metrics |= trainer.evaluate()
+    if test_dataset is not None:
+        metrics |= trainer.evaluate(test_dataset, metric_key_prefix="test")
+    metrics["train_samples"] = len(train_dataset)
+    if trainer.is_world_process_zero():
+        write_metrics(args.output_dir, metrics)
+    return metrics
+
+
 def distill(data_args: DataArguments, student_args: StudentArguments, args: DistillationArguments) -> dict[str, Any]:
     """Distil `args.teacher_model_name_or_path` into a student on the source domains; save it to `args.output_dir`.
 
@@ -79,28 +120,9 @@ def distill(data_args: DataArguments, student_args: StudentArguments, args: Dist
     splits = tokenize_source_splits(
         domains, tokenizer, data_args.max_length, lambda: args.main_process_first(desc="tokenizing")
     )
-
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=args,
-        train_dataset=splits.train,
-        eval_dataset=splits.validation,
-        processing_class=tokenizer,
-        teacher_processing_class=teacher_tokenizer,
-        compute_metrics=make_compute_metrics(len(labels)),
-    )
-    config = redact(config_to_dict(data_args, student_args, args))
-    if trainer.is_world_process_zero():
+    if args.process_index == 0:
+        config = redact(config_to_dict(data_args, student_args, args))
         write_run_info(args.output_dir, "distill", config, extra={"source_domains": splits.domains})
-
-    resume = args.resume_from_checkpoint
-    result = trainer.train(resume_from_checkpoint=True if resume == "last" else resume)
-    trainer.save_model()  # the student and its tokenizer only; the teacher is never saved
-    metrics: dict[str, Any] = dict(result.metrics)
-    metrics |= trainer.evaluate()
-    metrics |= trainer.evaluate(splits.test, metric_key_prefix="test")
-    metrics["train_samples"] = len(splits.train)
-    if trainer.is_world_process_zero():
-        write_metrics(args.output_dir, metrics)
-    return metrics
+    return train_student(
+        student, tokenizer, teacher, teacher_tokenizer, splits.train, splits.validation, args, splits.test
+    )

@@ -203,7 +203,10 @@ def train_classifier(
 
         eval_metrics = evaluate_model(accelerator, model, eval_dl, input_names)
         log = {f"eval_{k}": v for k, v in eval_metrics.items()} | {"epoch": epoch + 1, "step": completed_steps}
-        logger.info(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in log.items()), main_process_only=True)
+        shown = ", ".join(
+            f"{k}={v:.4f}" if isinstance(v, float) and not v.is_integer() else f"{k}={v:g}" for k, v in log.items()
+        )
+        logger.info(f"epoch {epoch + 1}: {shown}", main_process_only=True)
         accelerator.log(log, step=completed_steps)
         history.append(log)
         save_checkpoint(accelerator, args, epoch + 1, completed_steps)
@@ -239,7 +242,7 @@ def train_classifier(
         write_metrics(args.output_dir, metrics)
         with open(os.path.join(args.output_dir, "log_history.json"), "w") as f:
             json.dump(history, f, indent=2)
-    accelerator.end_training()
+    # No `end_training()` here: it destroys the process group, and a caller (an experiment) may train more models.
     return metrics
 
 
@@ -297,4 +300,6 @@ def finetune(
         write_run_info(args.output_dir, "finetune", config, extra={"source_domains": splits.domains})
     if accelerator.log_with:
         accelerator.init_trackers("hfkd-finetune", config=config)
-    return train_classifier(model, tokenizer, splits.train, splits.validation, args, accelerator, splits.test)
+    metrics = train_classifier(model, tokenizer, splits.train, splits.validation, args, accelerator, splits.test)
+    accelerator.end_training()  # trackers finished, process group destroyed
+    return metrics

@@ -31,11 +31,15 @@ class SourceSplits:
     domains: list[str]
 
 
-def load_data(data_args: DataArguments) -> dict[str, DatasetDict]:
-    """The configured source domains, untokenised, with one shared label space."""
+_SOURCES = object()
+
+
+def load_data(data_args: DataArguments, names: list[str] | None = _SOURCES) -> dict[str, DatasetDict]:
+    """Domains of `data_args.dataset`, untokenised, with one shared label space: the configured source domains, or
+    the domains `names` (`None`: every domain of the dataset)."""
     return load_domains(
         data_args.dataset,
-        data_args.source_domains,
+        data_args.source_domains if names is _SOURCES else names,
         dataset_config_name=data_args.dataset_config_name,
         text_column=data_args.text_column,
         label_column=data_args.label_column,
@@ -76,7 +80,8 @@ def tokenize_source_splits(
 
 
 def prepare_launch_environment() -> None:
-    """Call first thing in a script: make multi-process launches on machines without GPUs use CPU DDP.
+    """Call first thing in a script: make multi-process launches on machines without GPUs use CPU DDP, and a single
+    process on such a machine use every core (plain `accelerate launch` gives it one thread; see `_set_cpu_threads`).
 
     torchrun / `accelerate launch --multi_gpu` start several processes but, without a GPU, Accelerate only forms a
     process group when told to use the CPU (`ACCELERATE_USE_CPU`); this sets it. `accelerate launch --cpu
@@ -85,6 +90,7 @@ def prepare_launch_environment() -> None:
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    _set_cpu_threads(world_size)
     if world_size > 1 and not use_cpu:
         import torch
 
@@ -99,6 +105,27 @@ def prepare_launch_environment() -> None:
             "`accelerate launch --config_file configs/accelerate/cpu_ddp.yaml <script> ...` instead.",
             stacklevel=2,
         )
+
+
+def _set_cpu_threads(world_size: int) -> None:
+    """One process on a machine without GPUs gets every physical core.
+
+    Plain `accelerate launch` (no `--cpu`) sets OMP_NUM_THREADS=1 for its one process, so torch would train on one
+    core of a CPU machine. `HFKD_NUM_THREADS=N` sets the number of threads in any case.
+    """
+    import torch
+
+    wanted = os.environ.get("HFKD_NUM_THREADS")
+    if wanted:
+        torch.set_num_threads(int(wanted))
+        return
+    launched = "ACCELERATE_DYNAMO_BACKEND" in os.environ  # set by `accelerate launch` for the processes it starts
+    if world_size == 1 and launched and os.environ.get("OMP_NUM_THREADS") == "1" and not torch.cuda.is_available():
+        import psutil
+
+        cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+        if cores > 1:
+            torch.set_num_threads(cores)
 
 
 def setup_logging() -> None:
@@ -157,3 +184,22 @@ def write_metrics(output_dir: str, metrics: dict[str, Any]) -> str:
     with open(path, "w") as f:
         json.dump(metrics, f, indent=2)
     return path
+
+
+def hardware_info() -> dict[str, Any]:
+    """What the run ran on, in words (for results files and reports)."""
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState()
+    if torch.cuda.is_available():
+        device = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    else:
+        device = "no GPU"
+    cpu = platform.processor() or platform.machine()
+    return {
+        "description": f"{os.cpu_count()} CPU cores ({cpu}), {device}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
+        "num_processes": state.num_processes,
+        "device": str(state.device),
+    }

@@ -64,3 +64,24 @@ def test_minilm_teacher_and_distilbert_student_on_real_tweets(tmp_path):
     assert predictions[0]["label"] in {"negative", "neutral", "positive"}
     run = json.loads((student_dir / "hfkd_run.json").read_text())
     assert run["config"]["teacher_model_name_or_path"] == str(teacher_dir)
+
+
+@pytest.mark.slow
+def test_default_experiment_config_on_a_few_real_tweets(tmp_path):
+    # configs/experiment_tweets.yaml as shipped, cut to a few rows: the real MiniLM teacher, 3-layer students, all
+    # five topics, every output file
+    import os
+
+    from .test_scripts import ROOT
+
+    script = load_script("cross_domain")
+    config = os.path.join(ROOT, "configs", "experiment_tweets.yaml")
+    args = ["--config", config, "--max_train_samples", "32", "--max_eval_samples", "8", "--max_length", "32"]
+    args += ["--num_train_epochs", "1", "--output_dir", str(tmp_path / "exp"), "--report_to", "none"]
+    results = script.main(*script.make_parser().parse_args_and_config(args))
+    block = results["blocks"][0]
+    assert block["domains"] == ["airline", "apple", "self_driving_cars", "coachella", "deflategate"]
+    assert results["models"]["teacher"]["num_layers"] == 6 and results["models"]["adaptive"]["num_layers"] == 3
+    assert all(block["metrics"][m][d]["n"] == 8 for m in block["metrics"] for d in block["domains"])
+    assert block["speed"]["distilled"]["parameters"] < 0.8 * block["speed"]["teacher"]["parameters"]
+    assert {"results.json", "report.md", "heatmap.png", "retention.png"} <= set(os.listdir(tmp_path / "exp"))

@@ -1,7 +1,11 @@
+import os
+
 import pytest
 
 from hfkd.config import DataArguments, DistillationArguments, FinetuneArguments, ModelArguments, StudentArguments
 from hfkd.parser import HfkdParser, config_to_dict
+
+from .test_scripts import ROOT, load_script
 
 
 def distill_parser():
@@ -35,9 +39,12 @@ def test_every_shipped_config_parses(tmp_path):
         "teacher_tweets": HfkdParser((ModelArguments, DataArguments, StudentArguments, FinetuneArguments)),
         "distill_tweets": distill_parser(),
     }
-    for path in glob.glob("configs/*.yaml"):
-        name = path.split("/")[-1][:-5]
-        parser = parsers.get(name)
+    experiment = load_script("cross_domain").make_parser()
+    paths = glob.glob(os.path.join(ROOT, "configs", "*.yaml"))
+    assert len(paths) >= 6
+    for path in paths:
+        name = os.path.basename(path)[:-5]
+        parser = experiment if name.startswith("experiment_") else parsers.get(name)
         candidates = [parser] if parser else list(parsers.values())  # tiny.yaml is shared by both scripts
         for p in candidates:
             p.parse_args_and_config(["--config", path, "--output_dir", str(tmp_path / name)])

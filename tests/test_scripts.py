@@ -169,3 +169,38 @@ def test_launch_environment_switches_multi_process_cpu_runs_to_ddp(monkeypatch):
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     with pytest.warns(UserWarning, match="started a single process"):
         prepare_launch_environment()
+
+
+def test_no_script_shadows_an_installed_module():
+    # `python scripts/x.py` puts scripts/ first on sys.path: a scripts/evaluate.py would be imported instead of the
+    # `evaluate` package by every script (and by hfkd.metrics inside them).
+    import importlib.util
+
+    scripts = [f[:-3] for f in os.listdir(os.path.join(ROOT, "scripts")) if f.endswith(".py")]
+    assert "cross_domain" in scripts and "evaluate_models" in scripts
+    shadowing = [name for name in scripts if importlib.util.find_spec(name) is not None]
+    assert shadowing == [], f"scripts/{shadowing[0]}.py shadows the installed module {shadowing[0]!r}; rename it"
+
+
+def test_one_process_launched_on_a_cpu_machine_uses_every_core(monkeypatch):
+    # plain `accelerate launch` sets OMP_NUM_THREADS=1 for its single process: on a CPU machine that is one core
+    from hfkd.runs import prepare_launch_environment
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("psutil.cpu_count", lambda logical=True: 4)
+    for name in ("WORLD_SIZE", "MASTER_ADDR", "HFKD_NUM_THREADS", "ACCELERATE_USE_CPU"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    prepare_launch_environment()
+    assert calls == []  # not started by `accelerate launch`: OMP_NUM_THREADS=1 is the user's own choice
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")
+    prepare_launch_environment()
+    assert calls == [4]
+    monkeypatch.setenv("WORLD_SIZE", "2")  # several processes share the cores: leave them alone
+    prepare_launch_environment()
+    assert calls == [4]
+    monkeypatch.setenv("HFKD_NUM_THREADS", "3")  # the explicit setting wins
+    prepare_launch_environment()
+    assert calls == [4, 3]

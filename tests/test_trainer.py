@@ -180,3 +180,49 @@ def test_argument_errors_name_field_range_and_value(tmp_path):
         make_args(tmp_path, alpha=1.5)
     with pytest.raises(ValueError, match="distillation_loss='nope'"):
         make_args(tmp_path, distillation_loss="nope")
+
+
+def _grads(model):
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_unlabeled_rows_get_kl_only(tmp_path, tokenizer, tokenized, tiny_teacher):
+    # Domain-adaptive distillation: target text without labels (-100) gets no hard-label loss, only the KL term.
+    train = tokenized(12)
+    unlabeled = train.map(lambda ex: {"labels": -100})
+    trainer = make_trainer(tmp_path, tokenizer, unlabeled, tiny_teacher, alpha=0.5, temperature=2.0)
+    student = trainer.model.train()
+    collate = DataCollatorWithPadding(tokenizer)
+
+    # a batch of unlabeled rows only: CE is zero, KL is not, and the gradient is exactly alpha * grad(KL)
+    batch = dict(collate([unlabeled[i] for i in range(12)]))
+    loss = trainer.compute_loss(student, batch)
+    loss.backward()
+    got = _grads(student)
+    student.zero_grad()
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        t = tiny_teacher(**inputs).logits
+    kl = soft_target_kl(student(**inputs).logits, t, 2.0)
+    assert kl > 0 and torch.allclose(loss, 0.5 * kl, atol=1e-6)
+    (0.5 * kl).backward()
+    want = _grads(student)
+    assert set(got) == set(want) and any(g.abs().sum() > 0 for g in got.values())
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=1e-6, rtol=1e-5)
+    assert trainer._pop_loss_parts("train") == {"loss_kd": pytest.approx(kl.item(), rel=1e-5)}  # no loss_ce part
+
+    # a mixed batch: the CE term averages over the labelled rows only; the unlabeled rows change only the KL term
+    student.zero_grad()
+    mixed = dict(collate([train[i] for i in range(6)] + [unlabeled[i] for i in range(6, 12)]))
+    trainer.compute_loss(student, mixed).backward()
+    got = _grads(student)
+    student.zero_grad()
+    inputs = {k: mixed[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    logits = student(**inputs).logits
+    with torch.no_grad():
+        t = tiny_teacher(**inputs).logits
+    ce_labelled = hard_label_ce(logits[:6], mixed["labels"][:6])
+    (0.5 * soft_target_kl(logits, t, 2.0) + 0.5 * ce_labelled).backward()
+    for name, grad in _grads(student).items():
+        torch.testing.assert_close(got[name], grad, atol=1e-6, rtol=1e-5)

@@ -1,0 +1,410 @@
+"""Cross-domain experiments: what `scripts/cross_domain.py` runs.
+
+One *block* trains on the source domain(s) and evaluates on every domain:
+
+1. `teacher`: the base model fine-tuned on the source labels (the plain Accelerate loop);
+2. `baseline`: the student (the teacher's layers, DistilBERT-style) fine-tuned on the source labels, no teacher;
+3. `distilled`: the same student distilled from the teacher on the source data ([`DistillationTrainer`]);
+4. `adaptive`: the same, plus unlabeled training text of the target domains (those rows only get the KL term);
+5. every model evaluated on the test split of every domain ([`evaluate_models`]).
+
+`mode="single"` runs one block; `mode="leave_one_out"` runs one block per domain, holding it out as the target. Each
+stage is reused on a rerun with the same config (see `hfkd.stages`). The output folder gets `results.json`,
+`report.md`, `heatmap.png` and `retention.png` (see `hfkd.report`), rewritten after every block.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+import time
+from typing import Any
+
+from accelerate import Accelerator, PartialState
+from accelerate.utils import set_seed
+from datasets import Dataset, DatasetDict, Value, concatenate_datasets
+from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging
+
+from .config import (
+    DataArguments,
+    DistillationArguments,
+    ExperimentArguments,
+    FinetuneArguments,
+    ModelArguments,
+    StudentArguments,
+    parse_domain_weights,
+)
+from .distill import build_student, load_teacher, train_student
+from .evaluation import evaluate_models, overall_summary
+from .finetune import make_accelerator, train_classifier
+from .metrics import IGNORE_INDEX
+from .models import load_classifier, load_tokenizer
+from .parser import config_to_dict
+from .report import write_outputs
+from .runs import (
+    domain_label_names,
+    environment_info,
+    hardware_info,
+    load_data,
+    redact,
+    tokenize_source_splits,
+    write_run_info,
+)
+from .stages import domain_fingerprints, model_fingerprint, run_stage, training_key
+
+logger = logging.get_logger(__name__)
+
+
+def finetune_arguments(args: DistillationArguments, output_dir: str, **overrides: Any) -> FinetuneArguments:
+    """The plain loop's arguments with the same optimisation settings as the distillation ones (a fair baseline)."""
+    values = dict(
+        output_dir=output_dir,
+        num_train_epochs=max(1, round(args.num_train_epochs)),
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=args.per_device_eval_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps,
+        max_grad_norm=args.max_grad_norm,
+        seed=args.seed,
+        logging_steps=max(1, int(args.logging_steps)),
+        save_total_limit=args.save_total_limit,
+        mixed_precision=args.mixed_precision,
+        dataloader_num_workers=args.dataloader_num_workers,
+    )
+    return FinetuneArguments(**(values | {k: v for k, v in overrides.items() if v is not None}))
+
+
+def unlabeled_target_rows(
+    domains: dict[str, DatasetDict],
+    sources: list[str],
+    targets: list[str],
+    ratio: float,
+    weights: dict[str, float] | None = None,
+    seed: int = 42,
+) -> tuple[Dataset, dict[str, int]]:
+    """Training text of the targets with the labels dropped (`IGNORE_INDEX`): `ratio` rows per source row in all,
+    shared among the targets by `weights` (equal by default). Only the targets' *train* splits are used."""
+    weights = weights if weights else {name: 1.0 for name in targets}
+    unknown = sorted(set(weights) - set(targets))
+    if unknown:
+        raise ValueError(
+            f"target_domain_weights names {unknown}, which are not target domains of this block {targets}; weight "
+            "only target domains."
+        )
+    total_weight = sum(weights.get(name, 0.0) for name in targets)
+    wanted = ratio * sum(domains[name]["train"].num_rows for name in sources)
+    parts, counts = [], {}
+    for name in targets:
+        table = domains[name]["train"]
+        n = round(wanted * weights.get(name, 0.0) / total_weight)
+        if n > table.num_rows:
+            logger.warning(
+                f"unlabeled_ratio asks for {n} unlabeled rows of {name!r} but its training split has "
+                f"{table.num_rows}; all of them are used. Lower unlabeled_ratio to silence this."
+            )
+            n = table.num_rows
+        counts[name] = n
+        if n:
+            rows = table.shuffle(seed=seed).select(range(n)).remove_columns("label")
+            parts.append(rows.add_column("label", [IGNORE_INDEX] * n).cast_column("label", Value("int64")))
+    if not parts:
+        raise ValueError(f"No unlabeled target rows for the adaptive student (targets {targets}, weights {weights}).")
+    return concatenate_datasets(parts), counts
+
+
+class Experiment:
+    """The stages of the blocks of one experiment, sharing the loaded data; see the module docstring."""
+
+    def __init__(
+        self,
+        exp_args: ExperimentArguments,
+        model_args: ModelArguments,
+        data_args: DataArguments,
+        student_args: StudentArguments,
+        args: DistillationArguments,
+        command: str | None = None,
+    ):
+        self.exp, self.model_args, self.data_args = exp_args, model_args, data_args
+        self.student_args, self.args = student_args, args
+        self.command = command
+        if not (student_args.builds_student or args.student_model_name_or_path):
+            raise ValueError(
+                "No student is configured: set student_num_layers (e.g. 3: the teacher's layers spread evenly), "
+                "student_layer_ids, or student_model_name_or_path."
+            )
+        self.weights = parse_domain_weights(exp_args.target_domain_weights)
+        self.accelerator: Accelerator | None = None
+
+    # ---- plan -----------------------------------------------------------------------------------------------
+
+    def blocks(self, available: list[str]) -> list[tuple[str, list[str], list[str]]]:
+        """(name, sources, targets) of every block."""
+        sources, targets = self.data_args.source_domains, self.exp.target_domains
+        if self.exp.mode == "leave_one_out":
+            # the pool: the named domains when targets are named (sources included), else every domain loaded
+            pool = list(dict.fromkeys((sources or []) + targets)) if targets else available
+            if len(pool) < 2:
+                raise ValueError(f"mode=leave_one_out needs at least 2 domains; got {pool}. Add domains.")
+            return [(f"holdout-{d}", [s for s in pool if s != d], [d]) for d in pool]
+        if not sources:
+            raise ValueError(
+                "source_domains is not set; name the domain(s) to train on, e.g. source_domains: [airline] (or use "
+                f"mode: leave_one_out). Domains: {available}."
+            )
+        targets = targets or [d for d in available if d not in sources]
+        overlap = sorted(set(sources) & set(targets))
+        if overlap:
+            raise ValueError(f"Domains {overlap} are both sources and targets; a domain is one or the other.")
+        if not targets:
+            raise ValueError(f"No target domains: every domain is a source ({sources}). Leave some out.")
+        return [("+".join(sources), list(sources), list(targets))]
+
+    # ---- run ------------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        started, wall_start = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
+        state, data = PartialState(), self.data_args
+        output_dir = self.args.output_dir
+        # Without target_domains every domain of the dataset is loaded: the ones that are not sources are targets.
+        wanted = None
+        if self.exp.target_domains:
+            wanted = list(dict.fromkeys((data.source_domains or []) + self.exp.target_domains))
+        with state.main_process_first():
+            domains = load_data(data, wanted)
+        plan = self.blocks(list(domains))
+        self.fingerprints = domain_fingerprints(domains)
+        self.labels = domain_label_names(domains)
+        config = redact(config_to_dict(self.exp, self.model_args, data, self.student_args, self.args))
+        if state.is_main_process:
+            write_run_info(output_dir, "cross_domain", config, extra={"blocks": [b[0] for b in plan]})
+        results: dict[str, Any] = {
+            "format": "hfkd-cross-domain/1",
+            "title": f"Cross-domain distillation on {os.path.basename(str(data.dataset).rstrip('/'))}",
+            "mode": self.exp.mode,
+            "dataset": data.dataset,
+            "label_names": self.labels,
+            "teacher": "teacher",
+            "models": {},
+            "blocks": [],
+            "overall": {},
+            "hardware": hardware_info(),
+            "started": started,
+            "command": self.command,
+            "config": config,
+            "versions": environment_info(),
+            "seeds": {"seed": self.args.seed, "data_seed": self.args.data_seed, "split_seed": data.split_seed},
+            "data": {
+                "fingerprints": self.fingerprints,
+                "rows": {n: {s: t.num_rows for s, t in d.items()} for n, d in domains.items()},
+            },
+        }
+        for name, sources, targets in plan:
+            block_domains = {d: domains[d] for d in sources + targets}
+            block = self.run_block(name, sources, targets, block_domains)
+            results["blocks"].append(block)
+            results["models"] = self.describe_models(block)
+            results["overall"] = overall_summary(results["blocks"])
+            results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            results["wall_time_s"] = time.perf_counter() - wall_start
+            if state.is_main_process:  # after every block: a long leave-one-out run keeps what it finished
+                write_outputs(results, output_dir)
+        state.wait_for_everyone()
+        return results
+
+    def run_block(self, name: str, sources: list[str], targets: list[str], domains: dict[str, DatasetDict]):
+        args, exp = self.args, self.exp
+        block_dir = os.path.join(args.output_dir, name)
+        data_key = {
+            "sources": {d: self.fingerprints[d] for d in sources},
+            "max_length": self.data_args.max_length,
+            "labels": self.labels,
+        }
+        stages: dict[str, dict[str, Any]] = {}
+        logger.info(f"Block {name}: sources {sources} -> targets {targets}")
+
+        # 1. the teacher
+        if args.teacher_model_name_or_path:
+            teacher_path = args.teacher_model_name_or_path
+            if exp.mode == "leave_one_out":
+                logger.warning(
+                    "teacher_model_name_or_path is set in leave_one_out mode: the same teacher serves every block, "
+                    "so it may have been trained on the held-out domain. Leave it unset to train one per block."
+                )
+            stages["teacher"] = {
+                "path": teacher_path,
+                "hash": model_fingerprint(teacher_path),  # students are redone when the given teacher changes
+                "reused": True,
+                "given": True,
+                "train": {},
+            }
+        else:
+            teacher_args = finetune_arguments(
+                args, "", num_train_epochs=exp.teacher_num_train_epochs, learning_rate=exp.teacher_learning_rate
+            )
+            key = {"stage": "teacher", "model": self.model_args.model_name_or_path, "data": data_key}
+            key["training"] = training_key(teacher_args)
+
+            def train_teacher(folder: str, resume: bool) -> dict[str, Any]:
+                stage_args = dataclasses.replace(teacher_args, output_dir=folder, resume_from_checkpoint=_last(folder))
+                model = load_classifier(self.model_args.model_name_or_path, label_names=self.labels)
+                tokenizer = load_tokenizer(self.model_args.model_name_or_path)
+                return self._finetune(model, tokenizer, sources, domains, stage_args)
+
+            stages["teacher"] = self._stage("teacher", block_dir, key, train_teacher)
+            teacher_path = stages["teacher"]["path"]
+        teacher_id = stages["teacher"]["hash"]
+        student_key = training_key(self.student_args) | {"student_model": args.student_model_name_or_path}
+
+        # 2. the baseline: the student fine-tuned on the labels alone
+        if "baseline" in exp.models:
+            base_args = finetune_arguments(args, "")
+            key = {"stage": "baseline", "teacher": teacher_id, "data": data_key, "student": student_key}
+            key["training"] = training_key(base_args)
+
+            def train_baseline(folder: str, resume: bool) -> dict[str, Any]:
+                stage_args = dataclasses.replace(base_args, output_dir=folder, resume_from_checkpoint=_last(folder))
+                teacher, teacher_tokenizer = self._load_teacher(teacher_path)
+                student, tokenizer = build_student(teacher, teacher_tokenizer, self.student_args, args, self.labels)
+                del teacher
+                return self._finetune(student, tokenizer, sources, domains, stage_args)
+
+            stages["baseline"] = self._stage("baseline", block_dir, key, train_baseline)
+
+        # 3. and 4. distilled students, without and with the targets' unlabeled text
+        for stage in ("distilled", "adaptive"):
+            if stage not in exp.models:
+                continue
+            key = {"stage": stage, "teacher": teacher_id, "data": data_key, "student": student_key}
+            key["training"] = training_key(args)
+            if stage == "adaptive":
+                key["unlabeled"] = {
+                    "targets": {d: self.fingerprints[d] for d in targets},
+                    "ratio": exp.unlabeled_ratio,
+                    "weights": self.weights,
+                }
+
+            def train_distilled(folder: str, resume: bool, stage=stage) -> dict[str, Any]:
+                return self._distill(folder, teacher_path, sources, targets, domains, adaptive=stage == "adaptive")
+
+            stages[stage] = self._stage(stage, block_dir, key, train_distilled)
+
+        # 5. every model on every domain
+        models = {name_: entry["path"] for name_, entry in stages.items()}
+        if self.accelerator is None:
+            self.accelerator = Accelerator(mixed_precision=args.mixed_precision)
+        block = evaluate_models(
+            models,
+            domains,
+            teacher="teacher",
+            source_domains=sources,
+            max_length=self.data_args.max_length,
+            batch_size=args.per_device_eval_batch_size,
+            accelerator=self.accelerator,
+            extra_metrics=exp.extra_metrics,
+        )
+        return {"name": name} | block | {"stages": stages}
+
+    # ---- stage bodies -----------------------------------------------------------------------------------------
+
+    def _stage(self, name: str, block_dir: str, key: dict[str, Any], train) -> dict[str, Any]:
+        """`run_stage`, with the RNG seeded first: a new classification head or student is initialised the same way
+        whatever ran before it in this process, so a stage redone alone gives the model it gave in a full run."""
+
+        def seeded(folder: str, resume: bool) -> dict[str, Any]:
+            set_seed(self.args.seed)
+            return train(folder, resume)
+
+        return run_stage(name, block_dir, key, seeded, overwrite=self.exp.overwrite)
+
+    def _load_teacher(self, path: str):
+        return load_teacher(path, self.labels), load_tokenizer(path)
+
+    def _finetune(self, model, tokenizer, sources, domains, stage_args: FinetuneArguments) -> dict[str, Any]:
+        accelerator = make_accelerator(stage_args)
+        splits = tokenize_source_splits(
+            {d: domains[d] for d in sources}, tokenizer, self.data_args.max_length, accelerator.main_process_first
+        )
+        metrics = train_classifier(model, tokenizer, splits.train, splits.validation, stage_args, accelerator)
+        del model
+        gc.collect()
+        return metrics
+
+    def _distill(self, folder, teacher_path, sources, targets, domains, adaptive: bool) -> dict[str, Any]:
+        args = dataclasses.replace(self.args, output_dir=folder, resume_from_checkpoint=_last(folder))
+        teacher, teacher_tokenizer = self._load_teacher(teacher_path)
+        student, tokenizer = build_student(teacher, teacher_tokenizer, self.student_args, args, self.labels)
+        splits = tokenize_source_splits(
+            {d: domains[d] for d in sources}, tokenizer, self.data_args.max_length, PartialState().main_process_first
+        )
+        train = splits.train
+        if adaptive:
+            unlabeled, counts = unlabeled_target_rows(
+                domains, sources, targets, self.exp.unlabeled_ratio, self.weights, seed=args.seed
+            )
+            logger.info(f"Adaptive student: {len(train)} labelled source rows + unlabeled target rows {counts}")
+            with PartialState().main_process_first():
+                unlabeled = unlabeled.map(
+                    lambda batch: tokenizer(batch["text"], truncation=True, max_length=self.data_args.max_length),
+                    batched=True,
+                    remove_columns=["text"],
+                    desc="Tokenizing unlabeled target text",
+                ).rename_column("label", "labels")
+            train = concatenate_datasets([train.cast_column("labels", Value("int64")), unlabeled]).shuffle(
+                seed=args.seed
+            )
+        metrics = train_student(student, tokenizer, teacher, teacher_tokenizer, train, splits.validation, args)
+        if adaptive:
+            metrics["unlabeled_rows"] = counts
+        del teacher, student
+        gc.collect()
+        return metrics
+
+    # ---- description ------------------------------------------------------------------------------------------
+
+    def describe_models(self, block: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        base = self.args.teacher_model_name_or_path or f"{self.model_args.model_name_or_path} fine-tuned on the source"
+        student = (
+            self.args.student_model_name_or_path
+            or f"{block['speed'].get('baseline', block['speed'].get('distilled', {})).get('num_layers')} of the "
+            "teacher's layers"
+        )
+        text = {
+            "teacher": base,
+            "baseline": f"{student}, fine-tuned on the source labels without a teacher",
+            "distilled": f"{student}, distilled from the teacher on the source data (T={self.args.temperature}, "
+            f"alpha={self.args.alpha})",
+            "adaptive": f"{student}, distilled on the source data plus unlabeled target text "
+            f"(ratio {self.exp.unlabeled_ratio})",
+        }
+        return {
+            name: {
+                "role": "teacher" if name == "teacher" else "student",
+                "description": text[name],
+                "num_layers": block["speed"][name].get("num_layers"),
+                "parameters": block["speed"][name].get("parameters"),
+                "path": block["stages"][name]["path"],
+            }
+            for name in block["metrics"]
+        }
+
+
+def _last(folder: str) -> str | None:
+    """`"last"` when an unfinished run of the stage left a checkpoint in `folder` to continue from."""
+    return "last" if os.path.isdir(folder) and get_last_checkpoint(folder) is not None else None
+
+
+def run_experiment(
+    exp_args: ExperimentArguments,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    student_args: StudentArguments,
+    args: DistillationArguments,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Run a cross-domain experiment (see the module docstring); returns what `results.json` holds."""
+    return Experiment(exp_args, model_args, data_args, student_args, args, command).run()

@@ -1,0 +1,45 @@
+"""Evaluate saved models on the test split of any domains; write results.json, report.md, heatmap.png, retention.png.
+
+The models of the default experiment on every tweet topic, with the teacher as the reference:
+
+    python scripts/evaluate_models.py --model_paths teacher=runs/teacher_tweets distilled=runs/distill_tweets \
+        --dataset tweets --source_domains airline --max_length 64 --output_dir runs/evaluate_tweets
+
+`--model_paths` takes 'name=path' entries (saved folders or Hub ids); the model named 'teacher' (or `--teacher NAME`)
+is the reference for retention, agreement and KL. Works under `accelerate launch` too (rows are sharded).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+from hfkd.config import DataArguments, EvaluationArguments
+from hfkd.evaluation import run_evaluation
+from hfkd.parser import HfkdParser
+from hfkd.report import format_score
+from hfkd.runs import prepare_launch_environment, setup_logging
+
+
+def make_parser() -> HfkdParser:
+    return HfkdParser((EvaluationArguments, DataArguments))
+
+
+def main(eval_args: EvaluationArguments, data_args: DataArguments, command: str | None = None) -> dict:
+    results = run_evaluation(eval_args, data_args, command=command)
+    if results["hardware"]["num_processes"] == 1 or int(os.environ.get("RANK", "0")) == 0:
+        block = results["blocks"][0]
+        print(f"{'model':<16}" + "".join(f"{d[:14]:>16}" for d in block["domains"]))
+        for name, cells in block["metrics"].items():
+            print(f"{name:<16}" + "".join(f"{format_score(cells[d]['macro_f1']):>16}" for d in block["domains"]))
+        print(f"Macro-F1 on the test splits. Report: {os.path.join(eval_args.output_dir, 'report.md')}")
+    return results
+
+
+if __name__ == "__main__":
+    prepare_launch_environment()
+    setup_logging()
+    main(
+        *make_parser().parse_args_and_config(), command="python scripts/evaluate_models.py " + shlex.join(sys.argv[1:])
+    )

@@ -1,0 +1,266 @@
+"""scripts/cross_domain.py end to end with tiny models on tiny domains: outputs, stage reuse, leave-one-out."""
+
+import json
+import os
+import re
+
+import pytest
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+from hfkd.experiment import unlabeled_target_rows
+from hfkd.report import format_ratio, format_score
+
+from .conftest import LABELS, sentiment_of, tiny_texts
+from .test_scripts import load_script
+
+DOMAINS = ("air", "phone", "car")
+
+
+def write_domains(folder, n=48):
+    os.makedirs(folder, exist_ok=True)
+    for i, name in enumerate(DOMAINS):
+        with open(os.path.join(folder, f"{name}.jsonl"), "w") as f:
+            for text in tiny_texts(n, seed=10 + i):
+                f.write(json.dumps({"text": f"{name} {text}", "label": LABELS[sentiment_of(text)]}) + "\n")
+    return folder
+
+
+def run(tmp_path, *args, source=("air",)):
+    script = load_script("cross_domain")
+    common = ["--source_domains", *source] if source else []
+    common += [
+        "--dataset", str(write_domains(tmp_path / "domains")),
+        "--model_name_or_path", "builtin:tiny-bert", "--student_num_layers", "1", "--max_length", "32",
+        "--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16",
+        "--learning_rate", "1e-3", "--logging_steps", "2", "--save_total_limit", "1", "--seed", "0",
+        "--report_to", "none", "--disable_tqdm", "true", "--output_dir", str(tmp_path / "exp"),
+    ]  # fmt: skip
+    return script.main(*script.make_parser().parse_args_and_config(common + list(args)))
+
+
+def table_row(report: str, heading: str, model: str) -> tuple[list[str], list[str]]:
+    """The header and the row of `model` in the first table after `heading`."""
+    section = report[report.index(heading) :]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0].strip("*") == model:
+            return header, cells
+    raise AssertionError(f"no row {model!r} under {heading!r}")
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("experiment")
+    return tmp_path, run(tmp_path)
+
+
+def test_experiment_writes_every_output(experiment):
+    tmp_path, results = experiment
+    out = tmp_path / "exp"
+    for name in ("results.json", "report.md", "heatmap.png", "retention.png", "hfkd_run.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["blocks"][0]["metrics"] == results["blocks"][0]["metrics"]
+    block = saved["blocks"][0]
+    assert block["source_domains"] == ["air"] and block["target_domains"] == ["car", "phone"]
+    assert list(block["metrics"]) == ["teacher", "baseline", "distilled", "adaptive"]
+    for model, cells in block["metrics"].items():
+        assert set(cells) == set(DOMAINS)
+        for cell in cells.values():
+            assert 0 <= cell["accuracy"] <= 1 and 0 <= cell["macro_f1"] <= 1 and cell["n"] > 0
+            assert ("agreement" in cell) == (model != "teacher")
+    for name, stage in block["stages"].items():
+        assert os.path.isfile(os.path.join(stage["path"], "model.safetensors")), name
+        assert json.loads(open(os.path.join(stage["path"], "hfkd_stage.json")).read())["status"] == "done"
+    # the adaptive student saw the targets' unlabeled training text, as many rows as the source has
+    source_rows = saved["data"]["rows"]["air"]["train"]
+    assert sum(block["stages"]["adaptive"]["train"]["unlabeled_rows"].values()) == source_rows
+    assert saved["versions"]["transformers"] and saved["wall_time_s"] > 0 and saved["seeds"]["seed"] == 0
+
+
+def test_report_agrees_with_results(experiment):
+    tmp_path, _ = experiment
+    out = tmp_path / "exp"
+    results = json.loads((out / "results.json").read_text())
+    report = (out / "report.md").read_text()
+    block = results["blocks"][0]
+    for model in block["metrics"]:
+        for heading, key in (("Macro-F1", "macro_f1"), ("Accuracy", "accuracy")):
+            header, row = table_row(report, heading, model)
+            for domain in block["domains"]:
+                column = next(i for i, h in enumerate(header) if re.sub(r"\s*\(source\)", "", h) == domain)
+                assert row[column].strip("*") == format_score(block["metrics"][model][domain][key])
+        if model != "teacher":
+            header, row = table_row(report, "Retention", model)
+            for domain in block["domains"]:
+                column = next(i for i, h in enumerate(header) if re.sub(r"\s*\(source\)", "", h) == domain)
+                assert row[column].strip("*") == format_ratio(block["summary"][model]["retention_macro_f1"][domain])
+
+
+def test_rerun_reuses_stages_and_overwrite_redoes_them(experiment):
+    tmp_path, first = experiment
+    stages = first["blocks"][0]["stages"]
+    weights = {n: os.path.getmtime(os.path.join(s["path"], "model.safetensors")) for n, s in stages.items()}
+    again = run(tmp_path)
+    assert all(s["reused"] for s in again["blocks"][0]["stages"].values())
+    assert {n: os.path.getmtime(os.path.join(s["path"], "model.safetensors")) for n, s in stages.items()} == weights
+    assert again["blocks"][0]["metrics"] == first["blocks"][0]["metrics"]
+
+    # a changed setting redoes only the stages it touches; the old folder is kept
+    changed = run(tmp_path, "--unlabeled_ratio", "0.5")
+    reused = {n: s["reused"] for n, s in changed["blocks"][0]["stages"].items()}
+    assert reused == {"teacher": True, "baseline": True, "distilled": True, "adaptive": False}
+    assert os.path.isdir(stages["adaptive"]["path"])
+    assert changed["blocks"][0]["stages"]["adaptive"]["path"] != stages["adaptive"]["path"]
+
+    redone = run(tmp_path, "--overwrite", "true", "--models", "teacher", "distilled")
+    assert not any(s["reused"] for s in redone["blocks"][0]["stages"].values())
+    assert list(redone["blocks"][0]["metrics"]) == ["teacher", "distilled"]
+
+
+def test_leave_one_out_has_one_block_per_domain(tmp_path):
+    results = run(tmp_path, "--mode", "leave_one_out", "--models", "teacher", "distilled", source=None)
+    blocks = results["blocks"]
+    assert [b["name"] for b in blocks] == ["holdout-air", "holdout-car", "holdout-phone"]
+    for block in blocks:
+        (held_out,) = block["target_domains"]
+        assert sorted(block["source_domains"] + [held_out]) == sorted(DOMAINS)
+    mean = sum(b["summary"]["distilled"]["target_mean_macro_f1"] for b in blocks) / 3
+    assert results["overall"]["distilled"]["target_mean_macro_f1"] == pytest.approx(mean)
+    report = (tmp_path / "exp" / "report.md").read_text()
+    assert all(f"Held out: {d}" in report for d in DOMAINS)
+
+
+def test_bad_plans_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="source_domains is not set"):
+        run(tmp_path, source=None)
+    with pytest.raises(ValueError, match=r"both sources and targets"):
+        run(tmp_path, "--target_domains", "air", "car")
+    with pytest.raises(ValueError, match="No student is configured"):
+        script = load_script("cross_domain")
+        script.main(*script.make_parser().parse_args_and_config(["--source_domains", "air", "--report_to", "none"]))
+
+
+def test_unlabeled_target_rows_mix():
+    features = Features({"text": Value("string"), "label": ClassLabel(names=LABELS)})
+
+    def dom(prefix, n):
+        table = Dataset.from_dict({"text": [f"{prefix} {i}" for i in range(n)], "label": [0] * n}, features=features)
+        test = Dataset.from_dict({"text": [f"{prefix} test"], "label": [0]}, features=features)
+        return DatasetDict(train=table, validation=test, test=test)
+
+    domains = {"s": dom("s", 40), "a": dom("a", 100), "b": dom("b", 10)}
+    rows, counts = unlabeled_target_rows(domains, ["s"], ["a", "b"], ratio=0.5, seed=0)
+    assert counts == {"a": 10, "b": 10} and len(rows) == 20
+    assert set(rows["label"]) == {-100}
+    assert not any(t.endswith("test") for t in rows["text"])  # never the targets' test text
+    _, counts = unlabeled_target_rows(domains, ["s"], ["a", "b"], ratio=1.0, weights={"a": 3, "b": 1}, seed=0)
+    assert counts == {"a": 30, "b": 10}
+    _, counts = unlabeled_target_rows(domains, ["s"], ["a", "b"], ratio=1.0, weights={"a": 1, "b": 3}, seed=0)
+    assert counts == {"a": 10, "b": 10}  # b has only 10 training rows (a warning says so)
+    with pytest.raises(ValueError, match=r"target_domain_weights names \['zz'\]"):
+        unlabeled_target_rows(domains, ["s"], ["a", "b"], ratio=1.0, weights={"zz": 1.0})
+
+
+def test_evaluate_script_reproduces_the_experiment_matrix(experiment, tmp_path):
+    exp_path, results = experiment
+    block = results["blocks"][0]
+    script = load_script("evaluate_models")
+    paths = [f"{name}={block['stages'][name]['path']}" for name in ("teacher", "distilled")]
+    args = ["--model_paths", *paths, "--dataset", str(exp_path / "domains"), "--source_domains", "air"]
+    args += ["--max_length", "32", "--output_dir", str(tmp_path / "eval")]
+    again = script.main(*script.make_parser().parse_args_and_config(args))
+    for name in ("teacher", "distilled"):
+        for domain in DOMAINS:
+            want = block["metrics"][name][domain]
+            got = again["blocks"][0]["metrics"][name][domain]
+            assert got["macro_f1"] == want["macro_f1"] and got["n"] == want["n"]
+            assert got.get("kl") == pytest.approx(want.get("kl"), abs=1e-6)
+    assert again["blocks"][0]["summary"]["distilled"]["retention_target_mean_macro_f1"] == pytest.approx(
+        block["summary"]["distilled"]["retention_target_mean_macro_f1"]
+    )
+    assert {"results.json", "report.md", "heatmap.png", "retention.png"} <= set(os.listdir(tmp_path / "eval"))
+
+
+def test_own_domains_config_plans_one_block_per_file(tmp_path):
+    # configs/experiment_folder.yaml works on any folder of <domain>.jsonl files without naming a domain
+    from hfkd.experiment import Experiment
+
+    from .test_scripts import ROOT
+
+    folder = write_domains(tmp_path / "mine")
+    script = load_script("cross_domain")
+    config = os.path.join(ROOT, "configs", "experiment_folder.yaml")
+    parsed = script.make_parser().parse_args_and_config(["--config", config, "--dataset", str(folder)])
+    exp_args, _, data_args, *_ = parsed
+    assert exp_args.mode == "leave_one_out" and data_args.dataset == str(folder) and not data_args.source_domains
+    plan = Experiment(*parsed).blocks(sorted(DOMAINS))
+    assert [(name, targets) for name, _, targets in plan] == [(f"holdout-{d}", [d]) for d in sorted(DOMAINS)]
+
+
+def test_given_teacher_is_used_and_fingerprinted(experiment, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    _, first = experiment
+    teacher = tmp_path / "my_teacher"
+    shutil.copytree(first["blocks"][0]["stages"]["teacher"]["path"], teacher, ignore=shutil.ignore_patterns("chec*"))
+    args = ("--teacher_model_name_or_path", str(teacher), "--models", "teacher", "distilled")
+    results = run(tmp_path, *args)
+    stages = results["blocks"][0]["stages"]
+    assert stages["teacher"]["given"] and stages["teacher"]["path"] == str(teacher)
+    for domain, cell in results["blocks"][0]["metrics"]["teacher"].items():
+        assert cell["macro_f1"] == pytest.approx(first["blocks"][0]["metrics"]["teacher"][domain]["macro_f1"])
+    assert run(tmp_path, *args)["blocks"][0]["stages"]["distilled"]["reused"]
+
+    # the teacher folder retrained in place (other weights, same path): the student is redone, not reused
+    weights = load_file(teacher / "model.safetensors")
+    save_file({k: v * 1.01 for k, v in weights.items()}, teacher / "model.safetensors", metadata={"format": "pt"})
+    assert not run(tmp_path, *args)["blocks"][0]["stages"]["distilled"]["reused"]
+
+
+@pytest.mark.slow
+def test_experiment_under_two_process_ddp(tmp_path):
+    # Several stages in one launch: no stage may tear down the process group that the next one needs.
+    from .test_scripts import _launch
+
+    folder = write_domains(tmp_path / "domains", n=32)
+    out = _launch(
+        "scripts/cross_domain.py", "--dataset", str(folder), "--source_domains", "air",
+        "--model_name_or_path", "builtin:tiny-bert", "--student_num_layers", "1", "--max_length", "32",
+        "--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--learning_rate", "1e-3",
+        "--report_to", "none", "--disable_tqdm", "true", "--output_dir", str(tmp_path / "exp"),
+    )  # fmt: skip
+    assert out.count("Report: ") == 1  # the main process alone prints and writes
+    results = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert results["hardware"]["num_processes"] == 2
+    block = results["blocks"][0]
+    assert list(block["metrics"]) == ["teacher", "baseline", "distilled", "adaptive"]
+    # gather_for_metrics: every test row is counted once, whatever the sharding
+    rows = results["data"]["rows"]
+    assert all(block["metrics"]["adaptive"][d]["n"] == rows[d]["test"] for d in DOMAINS)
+
+
+def test_killed_stage_is_resumed_from_its_checkpoint(tmp_path):
+    first = run(tmp_path, "--models", "teacher", "distilled", "--save_total_limit", "2")
+    stage = first["blocks"][0]["stages"]["distilled"]
+    folder = stage["path"]
+    # what a kill after the last epoch's checkpoint leaves: a running record, checkpoints, no final model
+    record_path = os.path.join(folder, "hfkd_stage.json")
+    record = json.loads(open(record_path).read())
+    with open(record_path, "w") as f:
+        json.dump(record | {"status": "running"}, f)
+    os.remove(os.path.join(folder, "model.safetensors"))
+    assert any(d.startswith("checkpoint-") for d in os.listdir(folder))
+
+    again = run(tmp_path, "--models", "teacher", "distilled", "--save_total_limit", "2")
+    stages = again["blocks"][0]["stages"]
+    assert stages["teacher"]["reused"] and not stages["distilled"]["reused"] and stages["distilled"]["resumed"]
+    assert stages["distilled"]["path"] == folder and os.path.isfile(os.path.join(folder, "model.safetensors"))
+    for domain, cell in again["blocks"][0]["metrics"]["distilled"].items():
+        want = first["blocks"][0]["metrics"]["distilled"][domain]
+        assert cell["macro_f1"] == want["macro_f1"] and cell["kl"] == pytest.approx(want["kl"], abs=1e-6)
