@@ -339,6 +339,13 @@ class ExperimentArguments:
         default=False,
         metadata={"help": "Redo every stage even when a finished one with the same config is in output_dir."},
     )
+    hub_student: str | None = field(
+        default=None,
+        metadata={
+            "help": "With push_to_hub: the student to push, one of 'baseline', 'distilled', 'adaptive'. Default: the "
+            "first of 'adaptive', 'distilled', 'baseline' that is trained."
+        },
+    )
 
     def __post_init__(self):
         check_choice("mode", self.mode, ("single", "leave_one_out"))
@@ -352,6 +359,12 @@ class ExperimentArguments:
         check_range("teacher_learning_rate", self.teacher_learning_rate, 0, low_open=True)
         check_range("unlabeled_ratio", self.unlabeled_ratio, 0, low_open=True, hint="use e.g. 1.0")
         parse_domain_weights(self.target_domain_weights)
+        students = [m for m in self.models if m != "teacher"]
+        if self.hub_student is not None and self.hub_student not in students:
+            raise ValueError(
+                f"hub_student={self.hub_student!r} is not a trained student; choose one of {students} (the students "
+                "in models)."
+            )
 
 
 @dataclass

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from transformers import AutoConfig, PreTrainedModel
 from transformers.utils import logging
 
 from .config import DataArguments, DistillationArguments, StudentArguments
+from .hub import push_student, warn_if_push_will_fail, write_model_card
 from .metrics import make_compute_metrics
 from .models import has_trained_head, load_classifier, load_tokenizer, resolve_model_name_or_path
 from .parser import config_to_dict
@@ -81,10 +83,13 @@ def train_student(
     `metrics.json`.
     """
     num_labels = student.config.num_labels
+    # The Trainer would create the Hub repo at once and push every checkpoint; hfkd pushes the finished student only.
+    # Nor does it get the token: it pickles its arguments into training_args.bin in every checkpoint.
+    trainer_args = dataclasses.replace(args, push_to_hub=False, hub_token=None)
     trainer = DistillationTrainer(
         model=student,
         teacher_model=teacher,
-        args=args,
+        args=trainer_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
@@ -105,12 +110,16 @@ def train_student(
     return metrics
 
 
-def distill(data_args: DataArguments, student_args: StudentArguments, args: DistillationArguments) -> dict[str, Any]:
-    """Distil `args.teacher_model_name_or_path` into a student on the source domains; save it to `args.output_dir`.
+def distill(
+    data_args: DataArguments, student_args: StudentArguments, args: DistillationArguments, command: str | None = None
+) -> dict[str, Any]:
+    """Distil `args.teacher_model_name_or_path` into a student on the source domains; save it to `args.output_dir`
+    with a model card, and push it when `args.push_to_hub` (after everything is saved; see `hfkd.hub.push_student`).
 
     Returns the metrics also written to `metrics.json`: training figures, `eval_*` on the source validation split
     and `test_*` on the source test split.
     """
+    warn_if_push_will_fail(args)
     with args.main_process_first(desc="loading data"):
         domains = load_data(data_args)
     labels = domain_label_names(domains)
@@ -122,7 +131,13 @@ def distill(data_args: DataArguments, student_args: StudentArguments, args: Dist
     )
     if args.process_index == 0:
         config = redact(config_to_dict(data_args, student_args, args))
-        write_run_info(args.output_dir, "distill", config, extra={"source_domains": splits.domains})
-    return train_student(
+        extra = {"source_domains": splits.domains, "command": command}
+        write_run_info(args.output_dir, "distill", config, extra=extra)
+    metrics = train_student(
         student, tokenizer, teacher, teacher_tokenizer, splits.train, splits.validation, args, splits.test
     )
+    if args.process_index == 0:
+        write_model_card(args.output_dir)
+        if args.push_to_hub:
+            push_student(args.output_dir, args.hub_model_id, private=args.hub_private_repo, token=args.hub_token)
+    return metrics

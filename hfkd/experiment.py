@@ -39,6 +39,7 @@ from .config import (
 from .distill import build_student, load_teacher, train_student
 from .evaluation import evaluate_models, overall_summary
 from .finetune import make_accelerator, train_classifier
+from .hub import HubError, push_student, warn_if_push_will_fail, write_model_card
 from .metrics import IGNORE_INDEX
 from .models import load_classifier, load_tokenizer
 from .parser import config_to_dict
@@ -138,6 +139,13 @@ class Experiment:
                 "student_layer_ids, or student_model_name_or_path."
             )
         self.weights = parse_domain_weights(exp_args.target_domain_weights)
+        if args.push_to_hub and exp_args.mode != "single":
+            raise ValueError(
+                f"push_to_hub is set with mode={exp_args.mode!r}, which trains one student per block; push from mode "
+                "single, or push one block's student afterwards with `hfkd push <output_dir>/<block>/<student>-<hash> "
+                "--repo-id NAME`."
+            )
+        warn_if_push_will_fail(args)
         self.accelerator: Accelerator | None = None
 
     # ---- plan -----------------------------------------------------------------------------------------------
@@ -213,8 +221,28 @@ class Experiment:
             results["wall_time_s"] = time.perf_counter() - wall_start
             if state.is_main_process:  # after every block: a long leave-one-out run keeps what it finished
                 write_outputs(results, output_dir)
+                for model, stage in block["stages"].items():
+                    if model != "teacher":  # every student folder carries its card, with the evidence so far
+                        write_model_card(stage["path"], results, model)
         state.wait_for_everyone()
+        if self.args.push_to_hub and state.is_main_process:
+            self.push(results)
         return results
+
+    def push(self, results: dict[str, Any]) -> str:
+        """Push the `hub_student` of the (single) block, its card carrying the whole cross-domain table."""
+        stages = results["blocks"][0]["stages"]
+        trained = [m for m in ("adaptive", "distilled", "baseline") if m in stages]
+        name = self.exp.hub_student or (trained[0] if trained else None)
+        if name not in trained:
+            raise HubError(
+                f"push_to_hub is set but no student was trained (models: {list(stages)}); add one to models."
+            )
+        args = self.args
+        path = stages[name]["path"]
+        return push_student(
+            path, args.hub_model_id, private=args.hub_private_repo, token=args.hub_token, results=results, model=name
+        )
 
     def run_block(self, name: str, sources: list[str], targets: list[str], domains: dict[str, DatasetDict]):
         args, exp = self.args, self.exp

@@ -128,6 +128,36 @@ def _set_cpu_threads(world_size: int) -> None:
             torch.set_num_threads(cores)
 
 
+def launch_command(script: str) -> str:
+    """The command line that started a script, as a person would retype it (recorded in run files and cards), with
+    the values of secret flags (`--hub_token`) replaced by `<redacted>`."""
+    import shlex
+    import sys
+
+    args, secret = [], False
+    for arg in sys.argv[1:]:
+        name, eq, _ = arg.lstrip("-").partition("=")
+        is_flag = arg.startswith("--") and name.replace("-", "_") in SECRET_FIELDS
+        args.append(f"{arg.split('=')[0]}=<redacted>" if is_flag and eq else "<redacted>" if secret else arg)
+        secret = is_flag and not eq
+    return f"accelerate launch scripts/{script}.py {shlex.join(args)}".rstrip()
+
+
+@contextlib.contextmanager
+def exit_on_hub_error():
+    """In a script's `__main__`: a known push failure (`hfkd.hub.HubError`) ends the script with its one-line message
+    on stderr and exit code 1, no traceback; everything was saved before the push."""
+    import sys
+
+    from .hub import HubError
+
+    try:
+        yield
+    except HubError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def setup_logging() -> None:
     """Script logging as in the transformers examples: INFO on the main process, WARNING on the others."""
     import logging

@@ -156,7 +156,8 @@ def run_stage(
     state.wait_for_everyone()  # every process has read the record before the main one changes anything
 
     if record is not None and record.get("status") == "done" and not overwrite:
-        logger.info(f"Stage {name}: reusing {folder} (finished {record.get('finished')}, same config).")
+        finished = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.get("finished") or 0))
+        logger.info(f"Stage {name}: reusing {folder} (finished {finished}, same config).")
         return {
             "path": folder,
             "hash": digest,

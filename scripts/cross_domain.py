@@ -8,20 +8,19 @@ The default: MiniLM-L6 teacher fine-tuned on airline tweets, 3-layer students, t
 
 Writes results.json, report.md, heatmap.png and retention.png to output_dir. A rerun with the same config reuses the
 finished stages (`--overwrite` redoes them); `--mode leave_one_out` holds out each domain in turn. Any option can be
-overridden on the command line, e.g. `--unlabeled_ratio 2 --temperature 4`.
+overridden on the command line, e.g. `--unlabeled_ratio 2 --temperature 4`. Every student folder gets a model card
+(README.md) with the cross-domain table; `--push_to_hub true --hub_model_id NAME` pushes one student (`hub_student`).
 """
 
 from __future__ import annotations
 
 import os
-import shlex
-import sys
 
 from hfkd.config import DataArguments, DistillationArguments, ExperimentArguments, ModelArguments, StudentArguments
 from hfkd.experiment import run_experiment
 from hfkd.parser import HfkdParser
 from hfkd.report import format_ratio, format_score
-from hfkd.runs import prepare_launch_environment, setup_logging
+from hfkd.runs import exit_on_hub_error, launch_command, prepare_launch_environment, setup_logging
 
 
 def make_parser() -> HfkdParser:
@@ -51,5 +50,5 @@ def main(exp_args, model_args, data_args, student_args, args, command: str | Non
 if __name__ == "__main__":
     prepare_launch_environment()
     setup_logging()
-    command = "accelerate launch scripts/cross_domain.py " + shlex.join(sys.argv[1:])
-    main(*make_parser().parse_args_and_config(), command=command)
+    with exit_on_hub_error():
+        main(*make_parser().parse_args_and_config(), command=launch_command("cross_domain"))

@@ -6,7 +6,8 @@ Student with 3 of the teacher's 6 layers, distilled on the airline tweets (fine-
     accelerate launch scripts/distill.py --config configs/distill_tweets.yaml
 
 Any option can be overridden on the command line, e.g. `--temperature 4 --num_train_epochs 1`.
-Also runs as `python scripts/distill.py ...` and under `accelerate launch --num_processes 2 --cpu`.
+Also runs as `python scripts/distill.py ...` and under `accelerate launch --num_processes 2 --cpu`. The output folder
+gets a model card (README.md); `--push_to_hub true --hub_model_id NAME` then pushes the student to the Hub.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ import json
 from hfkd.config import DataArguments, DistillationArguments, StudentArguments
 from hfkd.distill import distill
 from hfkd.parser import HfkdParser
-from hfkd.runs import prepare_launch_environment, setup_logging
+from hfkd.runs import exit_on_hub_error, launch_command, prepare_launch_environment, setup_logging
 
 
 def make_parser() -> HfkdParser:
     return HfkdParser((DataArguments, StudentArguments, DistillationArguments))
 
 
-def main(data_args: DataArguments, student_args: StudentArguments, args: DistillationArguments):
-    metrics = distill(data_args, student_args, args)
+def main(data_args: DataArguments, student_args: StudentArguments, args: DistillationArguments, command=None):
+    metrics = distill(data_args, student_args, args, command=command)
     if args.process_index == 0:
         print(json.dumps(metrics, indent=2))
         print(f"Saved the student to {args.output_dir}")
@@ -34,4 +35,5 @@ def main(data_args: DataArguments, student_args: StudentArguments, args: Distill
 if __name__ == "__main__":
     prepare_launch_environment()
     setup_logging()
-    main(*make_parser().parse_args_and_config())
+    with exit_on_hub_error():
+        main(*make_parser().parse_args_and_config(), command=launch_command("distill"))

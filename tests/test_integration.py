@@ -85,3 +85,9 @@ def test_default_experiment_config_on_a_few_real_tweets(tmp_path):
     assert all(block["metrics"][m][d]["n"] == 8 for m in block["metrics"] for d in block["domains"])
     assert block["speed"]["distilled"]["parameters"] < 0.8 * block["speed"]["teacher"]["parameters"]
     assert {"results.json", "report.md", "heatmap.png", "retention.png"} <= set(os.listdir(tmp_path / "exp"))
+    # every student folder carries a card whose base model is the teacher's Hub original
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(os.path.join(block["stages"]["adaptive"]["path"], "README.md"))
+    assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2" and card.data.license == "apache-2.0"
+    assert len(card.data.eval_results) == 2 * len(block["domains"])

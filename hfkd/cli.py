@@ -1,0 +1,83 @@
+"""The `hfkd` command: write a student's model card, or push a saved student to the Hub later.
+
+    hfkd card runs/experiment_tweets                       # cards of the experiment's students (adaptive by default)
+    hfkd push runs/distill_tweets --repo-id you/student    # a scripts/distill.py output folder
+    hfkd push runs/experiment_tweets --repo-id you/student --model distilled [--private]
+
+OUTPUT_DIR is a student folder (`scripts/distill.py`'s output_dir, or a stage folder of an experiment), or an
+experiment / evaluation folder holding `results.json` (then `--model` picks the student). The token comes from
+`HF_TOKEN` or `hf auth login`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from .hub import HubError, push_student, write_model_card
+from .report import RESULTS_FILE, load_results
+
+STUDENTS = ("adaptive", "distilled", "baseline")
+
+
+def resolve(
+    output_dir: str, model: str | None, results_path: str | None
+) -> tuple[str, dict[str, Any] | None, str | None]:
+    """(student folder, results or None, model name or None) for OUTPUT_DIR; `ValueError` names what is there."""
+    if not os.path.isdir(output_dir):
+        raise ValueError(f"OUTPUT_DIR {output_dir!r} is not a folder; pass the output_dir of a run.")
+    if os.path.isfile(os.path.join(output_dir, RESULTS_FILE)) and not os.path.isfile(
+        os.path.join(output_dir, "config.json")
+    ):
+        results = load_results(output_dir)
+        blocks = results.get("blocks") or []
+        if len(blocks) != 1:
+            raise ValueError(
+                f"{output_dir} holds {len(blocks)} blocks (leave-one-out); pass one student's stage folder "
+                f"(<output_dir>/<block>/<student>-<hash>) and --results {output_dir}."
+            )
+        stages = {n: s for n, s in (blocks[0].get("stages") or {}).items() if n != "teacher" and s.get("path")}
+        name = model or next((m for m in STUDENTS if m in stages), None)
+        if name not in stages:
+            raise ValueError(f"--model {name!r} is not a student of {output_dir}; choose one of {sorted(stages)}.")
+        return stages[name]["path"], results, name
+    if not os.path.isfile(os.path.join(output_dir, "config.json")):
+        raise ValueError(
+            f"{output_dir} holds neither a model (config.json) nor {RESULTS_FILE}; pass a run's output_dir."
+        )
+    return output_dir, load_results(results_path) if results_path else None, model
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hfkd", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("card", "write the student's model card (README.md)"), ("push", "push a student to the Hub")):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("output_dir", metavar="OUTPUT_DIR", help="a student folder, or an experiment's output_dir")
+        sub.add_argument("--model", help=f"the student of an experiment folder ({', '.join(STUDENTS)})")
+        sub.add_argument("--results", help="results.json (or its folder) of an experiment or evaluation of the model")
+        sub.add_argument("--repo-id", required=name == "push", help="Hub repo, e.g. your-name/minilm-l3-tweets")
+        if name == "push":
+            sub.add_argument("--private", action="store_true", help="create the repo as private")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        folder, results, model = resolve(args.output_dir, args.model, args.results)
+        if args.command == "card":
+            print(f"Wrote {write_model_card(folder, results, model, args.repo_id)}")
+        else:
+            url = push_student(folder, args.repo_id, private=args.private or None, results=results, model=model)
+            print(f"Pushed {folder} to {args.repo_id}: {url}")
+    except (HubError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Model cards and pushes: card contents and metadata from real runs, offline / unauthorised pushes, token hygiene."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from huggingface_hub import ModelCard
+
+from hfkd import cli
+from hfkd.hub import HubError, base_model_of, push_student, write_model_card
+from hfkd.report import format_ratio, format_score
+
+from .test_experiment import DOMAINS, run
+from .test_scripts import ROOT, TINY
+
+FAKE_TOKEN = "hf_FAKEtoken0123456789abcdefghijklmnopq"
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("hub")
+    return tmp_path, run(tmp_path)
+
+
+def test_experiment_students_carry_cards_with_the_results(experiment):
+    _, results = experiment
+    block = results["blocks"][0]
+    assert not os.path.exists(os.path.join(block["stages"]["teacher"]["path"], "README.md"))  # never pushed
+    for model in ("baseline", "distilled", "adaptive"):
+        path = os.path.join(block["stages"][model]["path"], "README.md")
+        card = ModelCard.load(path)
+        assert card.data.pipeline_tag == "text-classification" and card.data.library_name == "transformers"
+        assert "knowledge-distillation" in card.data.tags
+        # model-index: accuracy and macro-F1 of this student on every domain, the numbers of results.json
+        got = {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}
+        want = {
+            (d, t): block["metrics"][model][d][k]
+            for d in DOMAINS
+            for t, k in (("accuracy", "accuracy"), ("f1", "macro_f1"))
+        }
+        assert got == want
+        assert all(r.dataset_split == "test" and r.task_type == "text-classification" for r in card.data.eval_results)
+        text = card.text
+        for domain in DOMAINS:  # the cross-domain table: student, teacher, baseline, retention per domain
+            cells = block["metrics"]
+            row = next(line for line in text.splitlines() if line.startswith(f"| {domain}"))
+            assert format_score(cells[model][domain]["macro_f1"]) in row
+            assert format_score(cells["teacher"][domain]["macro_f1"]) in row
+            retention = block["summary"][model]["retention_macro_f1"][domain]
+            assert retention is None or format_ratio(retention) in row
+        assert f"| temperature | {results['config']['temperature']} |" in text
+        assert "## Intended use and limitations" in text and "Under domain shift" in text
+        assert f"{block['speed'][model]['speedup_vs_teacher']:.2f}×" in text
+        assert "source_domains: [air]" in text  # how it was produced
+
+
+def test_card_of_a_distill_run_and_pipeline_without_hfkd(tmp_path, experiment):
+    _, results = experiment
+    teacher = results["blocks"][0]["stages"]["teacher"]["path"]
+    from .test_scripts import load_script
+
+    script = load_script("distill")
+    out = tmp_path / "student"
+    args = ["--config", TINY, "--teacher_model_name_or_path", teacher, "--student_num_layers", "1"]
+    metrics = script.main(*script.make_parser().parse_args_and_config(args + ["--output_dir", str(out)]))
+    card = ModelCard.load(out / "README.md")
+    values = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert values == {"accuracy": metrics["test_accuracy"], "f1": metrics["test_macro_f1"]}
+    assert card.data.eval_results[0].dataset_config == "airline"
+    assert "Only the source domain was evaluated" in card.text
+    assert "layers kept | [0] of 2" in card.text
+    # the folder, card included, loads with plain transformers in a process that never imports hfkd
+    code = (
+        "import sys; from transformers import pipeline; "
+        f"p = pipeline('text-classification', model={str(out)!r}); print(p('good flight')[0]['label']); "
+        "assert not any(m == 'hfkd' or m.startswith('hfkd.') for m in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() in {"negative", "neutral", "positive"}
+
+
+def test_base_model_follows_builtin_and_run_files(tmp_path):
+    assert base_model_of("builtin:minilm-l6") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert base_model_of("bert-base-uncased") == "bert-base-uncased"
+    assert base_model_of("builtin:tiny-bert") is None
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "hfkd_run.json").write_text(json.dumps({"config": {"model_name_or_path": "builtin:minilm-l6"}}))
+    assert base_model_of(str(teacher)) == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _all_text(folder) -> str:
+    chunks = []
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                chunks.append(f.read().decode("latin-1"))
+    return "".join(chunks)
+
+
+def test_offline_push_is_one_clear_line_after_the_local_save(tmp_path, experiment):
+    _, results = experiment
+    teacher = results["blocks"][0]["stages"]["teacher"]["path"]
+    out = tmp_path / "student"
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "distill.py"), "--config", TINY, "--student_num_layers", "1"]
+    cmd += ["--teacher_model_name_or_path", teacher, "--output_dir", str(out), "--num_train_epochs", "1"]
+    cmd += ["--push_to_hub", "true", "--hub_model_id", "someone/student", "--hub_token", FAKE_TOKEN + "x"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_TOKEN": FAKE_TOKEN, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "HF_HUB_OFFLINE" in errors[0] and "hfkd push" in errors[0], proc.stderr[-2000:]
+    assert {"model.safetensors", "config.json", "README.md", "metrics.json", "hfkd_run.json"} <= set(os.listdir(out))
+    # the token is nowhere: not in the logs, the card, the config or any other file the run wrote
+    assert FAKE_TOKEN not in proc.stdout + proc.stderr + _all_text(out)
+    assert json.loads((out / "hfkd_run.json").read_text())["config"]["hub_token"] == "<redacted>"
+
+
+def test_unauthorised_and_missing_repo_id_are_clear_errors(monkeypatch, experiment):
+    import httpx2
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    _, results = experiment
+    folder = results["blocks"][0]["stages"]["distilled"]["path"]
+    before = sorted(os.listdir(folder))
+    with pytest.raises(HubError, match="hub_model_id is empty"):
+        push_student(folder, None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    response = httpx2.Response(401, request=httpx2.Request("POST", "https://huggingface.co/api/repos/create"))
+
+    def unauthorised(self, *args, **kwargs):
+        raise HfHubHTTPError("401 Client Error: Unauthorized", response=response)
+
+    monkeypatch.setattr(HfApi, "create_repo", unauthorised)
+    with pytest.raises(HubError, match=r"Cannot push to me/student: 401 .*hf auth login.*hfkd push") as error:
+        push_student(folder, "me/student", token=FAKE_TOKEN)
+    assert "\n" not in str(error.value) and FAKE_TOKEN not in str(error.value)
+    assert sorted(os.listdir(folder)) == before  # nothing local was lost (the card was rewritten in place)
+
+
+def test_push_uploads_the_student_folder_only(monkeypatch, experiment):
+    from huggingface_hub import HfApi
+
+    _, results = experiment
+    folder = results["blocks"][0]["stages"]["adaptive"]["path"]
+    calls = {}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.setdefault("create", (repo_id, kw)))
+
+    def upload_folder(self, **kwargs):
+        calls["upload"] = kwargs
+        return "https://huggingface.co/me/student/commit/abc"
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    url = push_student(folder, "me/student", private=True, results=results, model="adaptive")
+    assert url.endswith("/commit/abc") and calls["create"] == ("me/student", {"private": True, "exist_ok": True})
+    import fnmatch
+
+    patterns = calls["upload"]["allow_patterns"]
+    pushed = [f for f in os.listdir(folder) if any(fnmatch.fnmatch(f, p) for p in patterns)]
+    assert {"model.safetensors", "config.json", "README.md", "tokenizer.json"} <= set(pushed)
+    assert not [f for f in pushed if f.startswith(("checkpoint", "hfkd_", "training_args"))]
+    assert ModelCard.load(os.path.join(folder, "README.md")).data.model_name == "me/student"
+
+
+def test_experiment_push_and_cli(tmp_path, experiment, capsys):
+    exp_path, results = experiment
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE"):  # offline: after every file of the run is written
+        run(exp_path, "--push_to_hub", "true", "--hub_model_id", "me/student")
+    assert (exp_path / "exp" / "results.json").is_file()
+    with pytest.raises(ValueError, match="push_to_hub is set with mode='leave_one_out'"):
+        run(tmp_path, "--mode", "leave_one_out", "--push_to_hub", "true", "--hub_model_id", "me/x", source=None)
+
+    out = str(exp_path / "exp")
+    capsys.readouterr()  # drop the runs' progress bars
+    assert cli.main(["card", out, "--model", "distilled", "--repo-id", "me/distilled"]) == 0
+    card = ModelCard.load(os.path.join(results["blocks"][0]["stages"]["distilled"]["path"], "README.md"))
+    assert card.data.model_name == "me/distilled"
+    assert cli.main(["push", out, "--repo-id", "me/student"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: Cannot push to me/student") and "adaptive-" in err  # adaptive is the default
+    assert cli.main(["card", out, "--model", "nope"]) == 1
+    assert "--model 'nope' is not a student" in capsys.readouterr().err
+    assert cli.main(["card", str(tmp_path)]) == 1
+
+
+@pytest.mark.skipif(
+    not (os.environ.get("HFKD_TEST_HUB_REPO") and os.environ.get("HF_TOKEN")),
+    reason="opt-in: set HFKD_TEST_HUB_REPO=<you>/<scratch-repo> and HF_TOKEN to push for real",
+)
+def test_real_push_and_load_back(experiment):
+    _, results = experiment
+    folder = results["blocks"][0]["stages"]["distilled"]["path"]
+    repo = os.environ["HFKD_TEST_HUB_REPO"]
+    code = (
+        "import sys; from hfkd.hub import push_student; from transformers import AutoModelForSequenceClassification; "
+        f"push_student({folder!r}, {repo!r}, private=True); "
+        f"m = AutoModelForSequenceClassification.from_pretrained({repo!r}); print(m.config.id2label)"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "0"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "negative" in proc.stdout
+
+
+def test_write_model_card_needs_matching_results(experiment, tmp_path):
+    _, results = experiment
+    with pytest.raises(ValueError, match="do not describe the model"):
+        write_model_card(str(tmp_path), results)
