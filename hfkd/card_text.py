@@ -19,6 +19,13 @@ CONFIG_KEYS = (
 )  # fmt: skip
 
 
+TEACHER_OUTPUTS = {
+    "online": "online: the teacher's forward pass on every training step",
+    "cache": "cached: computed once before training, keyed by the teacher's weights, tokenizer and the data",
+    "auto": "cached: computed once before training, keyed by the teacher's weights, tokenizer and the data",
+}
+
+
 def _table(header: list[str], rows: list[list[Any]], numbers: bool = True) -> list[str]:
     align = ["---"] + ["---:" if numbers else "---"] * (len(header) - 1)
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
@@ -128,10 +135,16 @@ def _settings(facts: dict[str, Any]) -> list[str]:
         ["distillation loss", config.get("distillation_loss", MISSING)],
         ["layers kept", layers],
         ["source domains", ", ".join(block.get("source_domains") or []) or MISSING],
-        ["teacher outputs", "online: the teacher's forward pass on every training step"],
+        ["teacher outputs", TEACHER_OUTPUTS.get(config.get("teacher_logits", "online"), MISSING)],
         ["intermediate-layer terms", "none (logits only)"],
         ["unlabeled target text", unlabeled],
     ]
+    if facts["model"] == "baseline":  # no teacher took part: only what the student is
+        rows = [
+            rows[4],
+            rows[5],
+            ["teacher", "none: fine-tuned on the source labels alone (the no-distillation baseline)"],
+        ]
     return ["## Distillation settings", "", *_table(["setting", "value"], rows, numbers=False)]
 
 

@@ -210,6 +210,9 @@ class FinetuneArguments:
         return int(self.warmup_steps * num_training_steps + 0.5)
 
 
+TEACHER_LOGITS_MODES = ("auto", "cache", "online")
+
+
 @dataclass
 class DistillationArguments(TrainingArguments):
     """`TrainingArguments` plus the distillation settings of [`DistillationTrainer`].
@@ -241,6 +244,21 @@ class DistillationArguments(TrainingArguments):
     distillation_loss: str = field(
         default="kl", metadata={"help": f"Soft-target loss, one of {sorted(DISTILLATION_LOSSES)}."}
     )
+    teacher_logits: str = field(
+        default="auto",
+        metadata={
+            "help": "'cache': compute the teacher's logits on the training (and evaluation) data once, store them "
+            "with their provenance and train without the teacher in memory; 'online': run the teacher on every step; "
+            "'auto': cache wherever it applies (the scripts' fixed datasets)."
+        },
+    )
+    teacher_logits_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where cached teacher logits are kept. Default: $HF_HOME/hfkd/teacher_logits."},
+    )
+    teacher_logits_batch_size: int = field(
+        default=256, metadata={"help": "Batch size of the one inference pass that fills the teacher-logit cache."}
+    )
     # Defaults that differ from TrainingArguments: evaluate and checkpoint each epoch, log often, keep 2 checkpoints.
     output_dir: str | None = field(
         default="runs/distill", metadata={"help": "Where the student, checkpoints and metrics go."}
@@ -256,7 +274,14 @@ class DistillationArguments(TrainingArguments):
         check_range("temperature", self.temperature, 0, low_open=True, hint="use a positive value such as 2.0")
         check_range("alpha", self.alpha, 0, 1, hint="use e.g. 0.5 (1.0 = distillation term only, 0.0 = labels only)")
         check_choice("distillation_loss", self.distillation_loss, DISTILLATION_LOSSES)
+        check_choice("teacher_logits", self.teacher_logits, TEACHER_LOGITS_MODES)
+        check_range("teacher_logits_batch_size", self.teacher_logits_batch_size, 1)
         super().__post_init__()
+
+    @property
+    def uses_logit_cache(self) -> bool:
+        """Whether the pipelines precompute the teacher's logits (`teacher_logits` 'cache' or 'auto')."""
+        return self.teacher_logits in ("cache", "auto")
 
 
 EXPERIMENT_MODELS = ("teacher", "baseline", "distilled", "adaptive")

@@ -15,6 +15,7 @@ from .models import has_trained_head, load_classifier, load_tokenizer, resolve_m
 from .parser import config_to_dict
 from .runs import domain_label_names, load_data, redact, tokenize_source_splits, write_metrics, write_run_info
 from .students import load_student, student_from_teacher, student_tokenizer
+from .teacher_cache import with_teacher_logits
 from .trainer import DistillationTrainer
 
 logger = logging.get_logger(__name__)
@@ -64,6 +65,27 @@ def build_student(
         architecture=student_args.student_architecture,
     )
     return student, student_tokenizer(teacher_tokenizer, student)
+
+
+def attach_teacher_logits(
+    datasets: list, args: DistillationArguments, label_names, max_length: int, teacher=None, teacher_tokenizer=None
+) -> list:
+    """Each dataset (tokenised for the student, with its raw `text`) plus the teacher's cached logits (see
+    `hfkd.teacher_cache`); computed with `teacher` when not cached yet."""
+    return [
+        with_teacher_logits(
+            dataset,
+            args.teacher_model_name_or_path,
+            list(label_names),
+            max_length=max_length,
+            teacher=teacher,
+            teacher_tokenizer=teacher_tokenizer,
+            cache_dir=args.teacher_logits_cache_dir,
+            batch_size=args.teacher_logits_batch_size,
+            mixed_precision=args.mixed_precision,
+        )
+        for dataset in datasets
+    ]
 
 
 def train_student(
@@ -127,15 +149,23 @@ def distill(
     teacher_tokenizer = load_tokenizer(args.teacher_model_name_or_path)
     student, tokenizer = build_student(teacher, teacher_tokenizer, student_args, args, labels)
     splits = tokenize_source_splits(
-        domains, tokenizer, data_args.max_length, lambda: args.main_process_first(desc="tokenizing")
+        domains,
+        tokenizer,
+        data_args.max_length,
+        lambda: args.main_process_first(desc="tokenizing"),
+        keep_text=args.uses_logit_cache,
     )
+    train, validation, test = splits.train, splits.validation, splits.test
+    if args.uses_logit_cache:  # computed once (or found), then the teacher leaves memory
+        train, validation, test = attach_teacher_logits(
+            [train, validation, test], args, labels, data_args.max_length, teacher, teacher_tokenizer
+        )
+        teacher = None
     if args.process_index == 0:
         config = redact(config_to_dict(data_args, student_args, args))
         extra = {"source_domains": splits.domains, "command": command}
         write_run_info(args.output_dir, "distill", config, extra=extra)
-    metrics = train_student(
-        student, tokenizer, teacher, teacher_tokenizer, splits.train, splits.validation, args, splits.test
-    )
+    metrics = train_student(student, tokenizer, teacher, teacher_tokenizer, train, validation, args, test)
     if args.process_index == 0:
         write_model_card(args.output_dir)
         if args.push_to_hub:

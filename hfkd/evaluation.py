@@ -96,20 +96,27 @@ def predict(
     max_length: int = 128,
     batch_size: int = 64,
     accelerator: Accelerator | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    desc: str = "Tokenizing for evaluation",
 ) -> Predictions:
-    """Logits of `model` on an untokenised `dataset` (`text`, `label`), columns in the order of `label_names`.
+    """Logits of `model` on an untokenised `dataset` (`text`, and `label` if any), columns in the order of
+    `label_names`.
 
     Rows are tokenised with the model's own tokenizer (cached by `datasets`) and run sorted by length, which cuts the
     padding of a batch; the logits come back in the dataset's order. A first batch is run untimed (warm-up), so that
-    `seconds` compares models fairly.
+    `seconds` compares models fairly. With an `accelerator` the rows are sharded over its processes and gathered
+    back, under its autocast; without one, this process runs every row, under `autocast_dtype` on a GPU if given.
+    Rows without a `label` column get label -1.
     """
     state = PartialState()
     tokenized = dataset.map(
         lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
         batched=True,
         remove_columns=["text"],
-        desc="Tokenizing for evaluation",
+        desc=desc,
     )
+    if "label" not in tokenized.column_names:
+        tokenized = tokenized.add_column("label", [-1] * len(tokenized))
     order = np.argsort([len(ids) for ids in tokenized["input_ids"]], kind="stable")
     input_names = forward_argument_names(model)
     tokenized = tokenized.select(order).rename_column("label", "labels")
@@ -122,9 +129,16 @@ def predict(
     columns = torch.tensor([int(label2id[name]) for name in label_names])
     model = model.to(state.device).eval()
 
+    if accelerator is not None:
+        make_autocast = accelerator.autocast
+    elif autocast_dtype is not None and state.device.type == "cuda":
+        make_autocast = lambda: torch.autocast("cuda", dtype=autocast_dtype)  # noqa: E731
+    else:
+        make_autocast = contextlib.nullcontext
+
     def forward(batch):
         inputs = {k: v.to(state.device) for k, v in batch.items() if k != "labels"}
-        autocast = accelerator.autocast() if accelerator is not None else contextlib.nullcontext()
+        autocast = make_autocast()
         with torch.inference_mode(), autocast:
             return model(**inputs).logits.float().index_select(-1, columns.to(state.device))
 

@@ -36,7 +36,7 @@ from .config import (
     StudentArguments,
     parse_domain_weights,
 )
-from .distill import build_student, load_teacher, train_student
+from .distill import attach_teacher_logits, build_student, load_teacher, train_student
 from .evaluation import evaluate_models, overall_summary
 from .finetune import make_accelerator, train_classifier
 from .hub import HubError, push_student, warn_if_push_will_fail, write_model_card
@@ -363,13 +363,15 @@ class Experiment:
         return metrics
 
     def _distill(self, folder, teacher_path, sources, targets, domains, adaptive: bool) -> dict[str, Any]:
-        args = dataclasses.replace(self.args, output_dir=folder, resume_from_checkpoint=_last(folder))
+        args = dataclasses.replace(
+            self.args, output_dir=folder, resume_from_checkpoint=_last(folder), teacher_model_name_or_path=teacher_path
+        )
         teacher, teacher_tokenizer = self._load_teacher(teacher_path)
         student, tokenizer = build_student(teacher, teacher_tokenizer, self.student_args, args, self.labels)
-        splits = tokenize_source_splits(
-            {d: domains[d] for d in sources}, tokenizer, self.data_args.max_length, PartialState().main_process_first
-        )
-        train = splits.train
+        cache, max_length = args.uses_logit_cache, self.data_args.max_length
+        first = PartialState().main_process_first
+        splits = tokenize_source_splits({d: domains[d] for d in sources}, tokenizer, max_length, first, cache)
+        train, validation = splits.train, splits.validation
         if adaptive:
             unlabeled, counts = unlabeled_target_rows(
                 domains, sources, targets, self.exp.unlabeled_ratio, self.weights, seed=args.seed
@@ -379,13 +381,16 @@ class Experiment:
                 unlabeled = unlabeled.map(
                     lambda batch: tokenizer(batch["text"], truncation=True, max_length=self.data_args.max_length),
                     batched=True,
-                    remove_columns=["text"],
+                    remove_columns=[] if cache else ["text"],
                     desc="Tokenizing unlabeled target text",
                 ).rename_column("label", "labels")
             train = concatenate_datasets([train.cast_column("labels", Value("int64")), unlabeled]).shuffle(
                 seed=args.seed
             )
-        metrics = train_student(student, tokenizer, teacher, teacher_tokenizer, train, splits.validation, args)
+        if cache:  # computed once per (teacher, data), then the teacher leaves memory before training
+            train, validation = attach_teacher_logits([train, validation], args, self.labels, max_length, teacher)
+            teacher = None
+        metrics = train_student(student, tokenizer, teacher, teacher_tokenizer, train, validation, args)
         if adaptive:
             metrics["unlabeled_rows"] = counts
         del teacher, student

@@ -59,16 +59,17 @@ def domain_label_names(domains: dict[str, DatasetDict]) -> list[str]:
 
 
 def tokenize_source_splits(
-    domains: dict[str, DatasetDict], tokenizer, max_length: int, main_process_first=None
+    domains: dict[str, DatasetDict], tokenizer, max_length: int, main_process_first=None, keep_text: bool = False
 ) -> SourceSplits:
     """Tokenise every domain and concatenate their train/validation/test splits.
 
     `main_process_first` is a context manager factory (e.g. `accelerator.main_process_first`): under several
-    processes the main one tokenises first and writes the `datasets` cache that the others then read.
+    processes the main one tokenises first and writes the `datasets` cache that the others then read. `keep_text`
+    keeps the raw `text` column (the teacher-logit cache tokenises it with the teacher's tokenizer).
     """
     guard = main_process_first or contextlib.nullcontext
     with guard():
-        tokenized = tokenize_domains(domains, tokenizer, max_length=max_length)
+        tokenized = tokenize_domains(domains, tokenizer, max_length=max_length, keep_text=keep_text)
     names = list(tokenized)
     return SourceSplits(
         train=concatenate_domains(tokenized, names, "train"),

@@ -72,6 +72,10 @@ def check_vocabularies(
         )
 
 
+def _has_teacher_logits(dataset: Any) -> bool:
+    return TEACHER_LOGITS_COLUMN in (getattr(dataset, "column_names", None) or [])
+
+
 def forward_argument_names(model: nn.Module) -> set[str]:
     return set(inspect.signature(model.forward).parameters)
 
@@ -92,8 +96,10 @@ class DistillationTrainer(Trainer):
 
     Args:
         model (`PreTrainedModel`): the student.
-        teacher_model (`PreTrainedModel`): the fine-tuned teacher. Its labels must be the student's (by name; a
-            different order is mapped).
+        teacher_model (`PreTrainedModel`, *optional*): the fine-tuned teacher. Its labels must be the student's (by
+            name; a different order is mapped). May be `None` when every dataset carries the teacher's precomputed
+            logits as a `teacher_logits` column (in the student's label order; see `hfkd.teacher_cache`): then no
+            teacher is held in memory, and the student may use another tokenizer.
         args ([`DistillationArguments`]): training and distillation settings.
         teacher_processing_class (*optional*): the teacher's tokenizer; when given it must equal the student's.
         **kwargs: passed to [`~transformers.Trainer`] (`train_dataset`, `eval_dataset`, `processing_class`, ...).
@@ -118,22 +124,32 @@ class DistillationTrainer(Trainer):
                 f"DistillationTrainer needs DistillationArguments, got {type(args).__name__}; build the arguments "
                 "with hfkd.DistillationArguments(...) (it takes every TrainingArguments field)."
             )
-        if model is None or teacher_model is None:
-            raise ValueError("DistillationTrainer needs both `model` (the student) and `teacher_model`.")
-        self._teacher_label_index = align_label_spaces(teacher_model, model)
-        check_vocabularies(teacher_model, model, teacher_processing_class, kwargs.get("processing_class"))
+        if model is None:
+            raise ValueError("DistillationTrainer needs `model` (the student).")
+        if teacher_model is None and not _has_teacher_logits(kwargs.get("train_dataset")):
+            raise ValueError(
+                "DistillationTrainer needs `teacher_model`, or a train_dataset with a precomputed "
+                f"{TEACHER_LOGITS_COLUMN!r} column (hfkd.teacher_cache.with_teacher_logits)."
+            )
+        self._teacher_label_index = None
+        if teacher_model is not None:
+            self._teacher_label_index = align_label_spaces(teacher_model, model)
+            check_vocabularies(teacher_model, model, teacher_processing_class, kwargs.get("processing_class"))
         self.kd_loss_fn = get_distillation_loss(args.distillation_loss)
 
         super().__init__(model=model, args=args, **kwargs)
 
-        teacher_model.eval()
-        teacher_model.requires_grad_(False)
-        self._teacher_input_names = forward_argument_names(teacher_model)
         self._student_input_names = forward_argument_names(self.accelerator.unwrap_model(self.model))
-        if self.is_deepspeed_enabled:
-            self.teacher = self._prepare_deepspeed_teacher(teacher_model)
-        else:
-            self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
+        self.teacher = None  # with cached logits only: no teacher in memory at all
+        self._teacher_input_names = set()
+        if teacher_model is not None:
+            teacher_model.eval()
+            teacher_model.requires_grad_(False)
+            self._teacher_input_names = forward_argument_names(teacher_model)
+            if self.is_deepspeed_enabled:
+                self.teacher = self._prepare_deepspeed_teacher(teacher_model)
+            else:
+                self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
         self._index_tensor = (
             None if self._teacher_label_index is None else torch.tensor(self._teacher_label_index, dtype=torch.long)
         )
@@ -161,6 +177,12 @@ class DistillationTrainer(Trainer):
         """The teacher's logits for a batch, in the student's label order (a precomputed column wins)."""
         if TEACHER_LOGITS_COLUMN in inputs:
             logits = inputs[TEACHER_LOGITS_COLUMN]
+        elif self.teacher is None:
+            raise ValueError(
+                f"A batch has no {TEACHER_LOGITS_COLUMN!r} column and the trainer has no teacher_model: add the "
+                "cached logits to every dataset it trains and evaluates on (hfkd.teacher_cache.with_teacher_logits), "
+                "or pass teacher_model."
+            )
         else:
             teacher_inputs = {k: v for k, v in inputs.items() if k in self._teacher_input_names and k != "labels"}
             logits = self.teacher(**teacher_inputs).logits

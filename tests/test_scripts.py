@@ -18,6 +18,7 @@ TINY = os.path.join(ROOT, "configs", "tiny.yaml")
 def load_script(name):
     spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(ROOT, "scripts", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses in a script look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -114,7 +115,7 @@ def _launch(*args, timeout=600):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc.stdout
+    return proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
@@ -147,8 +148,12 @@ def test_both_scripts_under_two_process_ddp(tmp_path):
         str(student),
         "--num_train_epochs",
         "1",
+        "--teacher_logits_cache_dir",
+        str(tmp_path / "cache"),
     )
     assert out.count("Saved the student") == 1
+    # the teacher-logit cache is computed once (train, validation, test), by the main process, not once per process
+    assert out.count("Computing the teacher's logits") == 3 and len(os.listdir(tmp_path / "cache")) == 3
     for folder in (teacher, student):
         assert sorted(f for f in os.listdir(folder) if f.endswith(".safetensors")) == ["model.safetensors"]
         load_file(str(folder / "model.safetensors"))  # complete and readable
