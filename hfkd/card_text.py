@@ -121,6 +121,17 @@ def _settings(facts: dict[str, Any]) -> list[str]:
         if ids
         else MISSING
     )
+    if facts["model"] == "intermediate":
+        weights = {
+            "hidden": config.get("intermediate_hidden_weight"),
+            "attention": config.get("intermediate_attention_weight"),
+        }
+    else:
+        weights = {k: config.get(f"{k}_weight") for k in ("hidden", "attention", "embedding")}
+    kinds = {"hidden": config.get("hidden_loss"), "attention": config.get("attention_loss"), "embedding": "mse"}
+    terms = ", ".join(f"{k} ({kinds[k]}) × {w}" for k, w in weights.items() if w)
+    if terms:
+        terms += f"; layer map {config.get('layer_map', 'uniform')}"
     unlabeled = "none"
     if adaptive:
         unlabeled = (
@@ -135,8 +146,13 @@ def _settings(facts: dict[str, Any]) -> list[str]:
         ["distillation loss", config.get("distillation_loss", MISSING)],
         ["layers kept", layers],
         ["source domains", ", ".join(block.get("source_domains") or []) or MISSING],
-        ["teacher outputs", TEACHER_OUTPUTS.get(config.get("teacher_logits", "online"), MISSING)],
-        ["intermediate-layer terms", "none (logits only)"],
+        [
+            "teacher outputs",
+            TEACHER_OUTPUTS.get(config.get("teacher_logits", "online"), MISSING)
+            if not terms
+            else TEACHER_OUTPUTS["online"] + " (the intermediate terms need its hidden states)",
+        ],
+        ["intermediate-layer terms", terms or "none (logits only)"],
         ["unlabeled target text", unlabeled],
     ]
     if facts["model"] == "baseline":  # no teacher took part: only what the student is

@@ -16,10 +16,11 @@ import os
 import sys
 from typing import Any
 
+from .config import STUDENT_MODELS
 from .hub import HubError, push_student, write_model_card
 from .report import RESULTS_FILE, load_results
 
-STUDENTS = ("adaptive", "distilled", "baseline")
+STUDENTS = STUDENT_MODELS
 
 
 def resolve(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from .losses import DISTILLATION_LOSSES
+from .losses import ATTENTION_LOSSES, DISTILLATION_LOSSES, HIDDEN_LOSSES
 
 
 def check_range(
@@ -244,6 +244,32 @@ class DistillationArguments(TrainingArguments):
     distillation_loss: str = field(
         default="kl", metadata={"help": f"Soft-target loss, one of {sorted(DISTILLATION_LOSSES)}."}
     )
+    hidden_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the hidden-state term (student layers vs teacher layers, see layer_map). 0 = off."
+        },
+    )
+    hidden_loss: str = field(
+        default="mse", metadata={"help": f"Hidden-state distance, one of {list(HIDDEN_LOSSES)} (cosine: DistilBERT)."}
+    )
+    attention_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the attention-distribution term (TinyBERT-style, per head). 0 = off."},
+    )
+    attention_loss: str = field(
+        default="kl", metadata={"help": f"Attention distance, one of {list(ATTENTION_LOSSES)}."}
+    )
+    embedding_weight: float = field(
+        default=0.0, metadata={"help": "Weight of the MSE between the embedding outputs. 0 = off."}
+    )
+    layer_map: str = field(
+        default="uniform",
+        metadata={
+            "help": "Which teacher layer each student layer is compared with: 'uniform' (student layer i <-> teacher "
+            "layer round((i+1) * Lt / Ls) - 1), 'last', or one teacher layer per student layer, e.g. '0,3,5'."
+        },
+    )
     teacher_logits: str = field(
         default="auto",
         metadata={
@@ -276,16 +302,34 @@ class DistillationArguments(TrainingArguments):
         check_choice("distillation_loss", self.distillation_loss, DISTILLATION_LOSSES)
         check_choice("teacher_logits", self.teacher_logits, TEACHER_LOGITS_MODES)
         check_range("teacher_logits_batch_size", self.teacher_logits_batch_size, 1)
+        for name in ("hidden_weight", "attention_weight", "embedding_weight"):
+            check_range(name, getattr(self, name), 0, hint="use 0 (off) or a positive weight such as 1.0")
+        check_choice("hidden_loss", self.hidden_loss, HIDDEN_LOSSES)
+        check_choice("attention_loss", self.attention_loss, ATTENTION_LOSSES)
+        if self.uses_intermediate_terms and self.teacher_logits == "cache":
+            raise ValueError(
+                "teacher_logits='cache' cannot serve hidden_weight / attention_weight / embedding_weight > 0: those "
+                "terms need the teacher's hidden states on every step. Set teacher_logits to 'online' (or 'auto', "
+                "which then runs the teacher online), or set the intermediate weights to 0."
+            )
         super().__post_init__()
 
     @property
+    def uses_intermediate_terms(self) -> bool:
+        """Whether any hidden-state, attention or embedding term is on."""
+        return self.hidden_weight > 0 or self.attention_weight > 0 or self.embedding_weight > 0
+
+    @property
     def uses_logit_cache(self) -> bool:
-        """Whether the pipelines precompute the teacher's logits (`teacher_logits` 'cache' or 'auto')."""
-        return self.teacher_logits in ("cache", "auto")
+        """Whether the pipelines precompute the teacher's logits: 'cache', or 'auto' without intermediate terms."""
+        return self.teacher_logits == "cache" or (self.teacher_logits == "auto" and not self.uses_intermediate_terms)
 
 
-EXPERIMENT_MODELS = ("teacher", "baseline", "distilled", "adaptive")
+EXPERIMENT_MODELS = ("teacher", "baseline", "distilled", "adaptive", "intermediate")
 """The models of a cross-domain experiment, in the order they are trained and shown."""
+DEFAULT_EXPERIMENT_MODELS = EXPERIMENT_MODELS[:4]
+STUDENT_MODELS = ("adaptive", "distilled", "intermediate", "baseline")
+"""The students, in the order `hub_student` and `hfkd push` prefer them by default."""
 
 
 def parse_domain_weights(entries: list[str] | None, field_name: str = "target_domain_weights") -> dict[str, float]:
@@ -327,10 +371,11 @@ class ExperimentArguments:
         },
     )
     models: list[str] = field(
-        default_factory=lambda: list(EXPERIMENT_MODELS),
+        default_factory=lambda: list(DEFAULT_EXPERIMENT_MODELS),
         metadata={
-            "help": f"Which models to train and compare, any of {list(EXPERIMENT_MODELS)}. The teacher is always "
-            "needed (trained here, or given with teacher_model_name_or_path)."
+            "help": f"Which models to train and compare, any of {list(EXPERIMENT_MODELS)} ('intermediate': the "
+            "distilled student with hidden-state and attention terms, see intermediate_*_weight). The teacher is "
+            "always needed (trained here, or given with teacher_model_name_or_path)."
         },
     )
     teacher_num_train_epochs: int | None = field(
@@ -364,11 +409,17 @@ class ExperimentArguments:
         default=False,
         metadata={"help": "Redo every stage even when a finished one with the same config is in output_dir."},
     )
+    intermediate_hidden_weight: float = field(
+        default=1.0, metadata={"help": "The 'intermediate' student: weight of its hidden-state term (hidden_loss)."}
+    )
+    intermediate_attention_weight: float = field(
+        default=1.0, metadata={"help": "The 'intermediate' student: weight of its attention term (attention_loss)."}
+    )
     hub_student: str | None = field(
         default=None,
         metadata={
-            "help": "With push_to_hub: the student to push, one of 'baseline', 'distilled', 'adaptive'. Default: the "
-            "first of 'adaptive', 'distilled', 'baseline' that is trained."
+            "help": f"With push_to_hub: the student to push, one of {list(STUDENT_MODELS)}. Default: the first of "
+            "them that is trained."
         },
     )
 
@@ -383,6 +434,8 @@ class ExperimentArguments:
         check_range("teacher_num_train_epochs", self.teacher_num_train_epochs, 1)
         check_range("teacher_learning_rate", self.teacher_learning_rate, 0, low_open=True)
         check_range("unlabeled_ratio", self.unlabeled_ratio, 0, low_open=True, hint="use e.g. 1.0")
+        check_range("intermediate_hidden_weight", self.intermediate_hidden_weight, 0)
+        check_range("intermediate_attention_weight", self.intermediate_attention_weight, 0)
         parse_domain_weights(self.target_domain_weights)
         students = [m for m in self.models if m != "teacher"]
         if self.hub_student is not None and self.hub_student not in students:

@@ -67,6 +67,16 @@ def build_student(
     return student, student_tokenizer(teacher_tokenizer, student)
 
 
+def warn_if_teacher_online(args: DistillationArguments) -> None:
+    """`teacher_logits: auto` with intermediate terms means the teacher runs on every step: say so."""
+    if args.teacher_logits == "auto" and args.uses_intermediate_terms:
+        logger.warning(
+            "hidden_weight / attention_weight / embedding_weight > 0 need the teacher's hidden states on every step, "
+            "so teacher_logits='auto' runs the teacher online (no logit cache). Set teacher_logits: online to "
+            "silence this."
+        )
+
+
 def attach_teacher_logits(
     datasets: list, args: DistillationArguments, label_names, max_length: int, teacher=None, teacher_tokenizer=None
 ) -> list:
@@ -142,6 +152,7 @@ def distill(
     and `test_*` on the source test split.
     """
     warn_if_push_will_fail(args)
+    warn_if_teacher_online(args)
     with args.main_process_first(desc="loading data"):
         domains = load_data(data_args)
     labels = domain_label_names(domains)

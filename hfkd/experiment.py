@@ -28,6 +28,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from .config import (
+    STUDENT_MODELS,
     DataArguments,
     DistillationArguments,
     ExperimentArguments,
@@ -36,7 +37,7 @@ from .config import (
     StudentArguments,
     parse_domain_weights,
 )
-from .distill import attach_teacher_logits, build_student, load_teacher, train_student
+from .distill import attach_teacher_logits, build_student, load_teacher, train_student, warn_if_teacher_online
 from .evaluation import evaluate_models, overall_summary
 from .finetune import make_accelerator, train_classifier
 from .hub import HubError, push_student, warn_if_push_will_fail, write_model_card
@@ -232,7 +233,7 @@ class Experiment:
     def push(self, results: dict[str, Any]) -> str:
         """Push the `hub_student` of the (single) block, its card carrying the whole cross-domain table."""
         stages = results["blocks"][0]["stages"]
-        trained = [m for m in ("adaptive", "distilled", "baseline") if m in stages]
+        trained = [m for m in STUDENT_MODELS if m in stages]
         name = self.exp.hub_student or (trained[0] if trained else None)
         if name not in trained:
             raise HubError(
@@ -304,11 +305,12 @@ class Experiment:
             stages["baseline"] = self._stage("baseline", block_dir, key, train_baseline)
 
         # 3. and 4. distilled students, without and with the targets' unlabeled text
-        for stage in ("distilled", "adaptive"):
+        for stage in ("distilled", "adaptive", "intermediate"):
             if stage not in exp.models:
                 continue
+            stage_args = self.stage_arguments(stage)
             key = {"stage": stage, "teacher": teacher_id, "data": data_key, "student": student_key}
-            key["training"] = training_key(args)
+            key["training"] = training_key(stage_args)
             if stage == "adaptive":
                 key["unlabeled"] = {
                     "targets": {d: self.fingerprints[d] for d in targets},
@@ -316,8 +318,9 @@ class Experiment:
                     "weights": self.weights,
                 }
 
-            def train_distilled(folder: str, resume: bool, stage=stage) -> dict[str, Any]:
-                return self._distill(folder, teacher_path, sources, targets, domains, adaptive=stage == "adaptive")
+            def train_distilled(folder: str, resume: bool, stage=stage, stage_args=stage_args) -> dict[str, Any]:
+                adaptive = stage == "adaptive"
+                return self._distill(folder, teacher_path, sources, targets, domains, adaptive, stage_args)
 
             stages[stage] = self._stage(stage, block_dir, key, train_distilled)
 
@@ -362,12 +365,24 @@ class Experiment:
         gc.collect()
         return metrics
 
-    def _distill(self, folder, teacher_path, sources, targets, domains, adaptive: bool) -> dict[str, Any]:
+    def stage_arguments(self, stage: str) -> DistillationArguments:
+        """The distillation settings of a student stage: the config's, plus the intermediate terms for
+        'intermediate'."""
+        if stage != "intermediate":
+            return self.args
+        return dataclasses.replace(
+            self.args,
+            hidden_weight=self.exp.intermediate_hidden_weight,
+            attention_weight=self.exp.intermediate_attention_weight,
+        )
+
+    def _distill(self, folder, teacher_path, sources, targets, domains, adaptive: bool, base_args) -> dict[str, Any]:
         args = dataclasses.replace(
-            self.args, output_dir=folder, resume_from_checkpoint=_last(folder), teacher_model_name_or_path=teacher_path
+            base_args, output_dir=folder, resume_from_checkpoint=_last(folder), teacher_model_name_or_path=teacher_path
         )
         teacher, teacher_tokenizer = self._load_teacher(teacher_path)
         student, tokenizer = build_student(teacher, teacher_tokenizer, self.student_args, args, self.labels)
+        warn_if_teacher_online(args)
         cache, max_length = args.uses_logit_cache, self.data_args.max_length
         first = PartialState().main_process_first
         splits = tokenize_source_splits({d: domains[d] for d in sources}, tokenizer, max_length, first, cache)
@@ -411,6 +426,10 @@ class Experiment:
             "baseline": f"{student}, fine-tuned on the source labels without a teacher",
             "distilled": f"{student}, distilled from the teacher on the source data (T={self.args.temperature}, "
             f"alpha={self.args.alpha})",
+            "intermediate": f"{student}, distilled on the source data with hidden-state "
+            f"({self.args.hidden_loss}, weight {self.exp.intermediate_hidden_weight}) and attention "
+            f"({self.args.attention_loss}, weight {self.exp.intermediate_attention_weight}) terms besides the logits, "
+            f"layer map {self.args.layer_map}",
             "adaptive": f"{student}, distilled on the source data plus unlabeled target text "
             f"(ratio {self.exp.unlabeled_ratio})",
         }

@@ -141,3 +141,119 @@ def distillation_loss(
     else:
         loss_ce = hard_label_ce(student_logits, labels, reduction="mean")
     return DistillationLoss(alpha * loss_kd + (1.0 - alpha) * loss_ce, loss_kd, loss_ce)
+
+
+# ---- intermediate layers (DistilBERT's cosine, TinyBERT's hidden-state and attention losses) ------------------------
+# Token-level terms take hidden states of shape `(batch_size, seq_len, hidden)` or attention maps of shape
+# `(batch_size, heads, seq_len, seq_len)` and the attention mask `(batch_size, seq_len)` (1 = real token, 0 = padding);
+# padded positions never change them. Each returns per-row values (the mean over the row's real tokens), reduced like
+# the logit losses.
+
+HIDDEN_LOSSES = ("mse", "cosine")
+ATTENTION_LOSSES = ("kl", "mse")
+
+
+def _masked_token_mean(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`(B, T)` values and a `(B, T)` mask -> `(B,)` means over each row's real tokens (0 for an all-padding row)."""
+    mask = mask.to(per_token.dtype)
+    return (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def hidden_state_loss(
+    student_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    kind: str = "mse",
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Distance between student and teacher hidden states of the same width (project the student's first when widths
+    differ), averaged over each row's real tokens.
+
+    Args:
+        student_hidden, teacher_hidden (`torch.Tensor` of shape `(batch_size, seq_len, hidden)`).
+        attention_mask (`torch.Tensor` of shape `(batch_size, seq_len)`): 1 for tokens, 0 for padding.
+        kind (`str`): `"mse"` (mean squared error over the hidden dimension) or `"cosine"` (1 - cosine similarity,
+            DistilBERT's loss).
+        reduction (`str`): `"none"`, `"sum"` or `"mean"` over rows.
+    """
+    if student_hidden.shape != teacher_hidden.shape:
+        raise ValueError(
+            f"student hidden states {tuple(student_hidden.shape)} and teacher hidden states "
+            f"{tuple(teacher_hidden.shape)} differ; project the student's to the teacher's width first."
+        )
+    s, t = student_hidden.float(), teacher_hidden.float()
+    if kind == "mse":
+        per_token = (s - t).pow(2).mean(-1)
+    elif kind == "cosine":
+        per_token = 1.0 - F.cosine_similarity(s, t, dim=-1, eps=1e-8)
+    else:
+        raise ValueError(f"hidden_loss={kind!r} is not valid; use one of {list(HIDDEN_LOSSES)}.")
+    return _reduce(_masked_token_mean(per_token, attention_mask), reduction)
+
+
+def attention_loss(
+    student_attention: torch.Tensor,
+    teacher_attention: torch.Tensor,
+    attention_mask: torch.Tensor,
+    kind: str = "kl",
+    reduction: str = "mean",
+    eps: float = 1e-12,
+) -> torch.Tensor:
+    """TinyBERT-style loss between attention distributions, per head, averaged over heads and real query tokens.
+
+    Args:
+        student_attention, teacher_attention (`torch.Tensor` of shape `(batch_size, heads, seq_len, seq_len)`): the
+            attention probabilities (rows sum to 1 over the keys).
+        attention_mask (`torch.Tensor` of shape `(batch_size, seq_len)`): 1 for tokens, 0 for padding; padded queries
+            and padded keys are left out.
+        kind (`str`): `"kl"` (KL(teacher || student) over the real keys) or `"mse"` (mean squared difference over the
+            real keys).
+    """
+    if student_attention.shape != teacher_attention.shape:
+        raise ValueError(
+            f"student attention {tuple(student_attention.shape)} and teacher attention "
+            f"{tuple(teacher_attention.shape)} differ: attention distillation needs the same number of heads."
+        )
+    keys = attention_mask[:, None, None, :].to(torch.float32)  # (B, 1, 1, T)
+    s, t = student_attention.float() * keys, teacher_attention.float() * keys
+    if kind == "kl":  # over the real keys, each distribution renormalised there (padded keys hold ~0 anyway)
+        s = s / s.sum(-1, keepdim=True).clamp(min=eps)
+        t = t / t.sum(-1, keepdim=True).clamp(min=eps)
+        per_query = (torch.xlogy(t, t) - t * torch.log(s + eps)).sum(-1)
+    elif kind == "mse":
+        per_query = (s - t).pow(2).sum(-1) / keys.sum(-1).clamp(min=1)
+    else:
+        raise ValueError(f"attention_loss={kind!r} is not valid; use one of {list(ATTENTION_LOSSES)}.")
+    return _reduce(_masked_token_mean(per_query.mean(1), attention_mask), reduction)
+
+
+def resolve_layer_map(
+    layer_map: str | list[int], num_student_layers: int, num_teacher_layers: int
+) -> list[tuple[int, int]]:
+    """`(student layer, teacher layer)` pairs (0-based) that the intermediate terms compare.
+
+    Args:
+        layer_map: `"uniform"` (student layer i matches teacher layer round((i + 1) * Lt / Ls) - 1, rounded half up:
+            3 of 6 -> 1, 3, 5), `"last"` (the last layers only), or one teacher layer per student layer, as a list or
+            a comma-separated string (`"0,3,5"`).
+    """
+    ls, lt = num_student_layers, num_teacher_layers
+    if layer_map == "uniform":
+        if ls > lt:
+            raise ValueError(
+                f"layer_map='uniform' needs a student no deeper than the teacher; got {ls} > {lt} layers."
+            )
+        return [(i, int((i + 1) * lt / ls + 0.5) - 1) for i in range(ls)]
+    if layer_map == "last":
+        return [(ls - 1, lt - 1)]
+    try:
+        ids = [int(x) for x in (layer_map.split(",") if isinstance(layer_map, str) else layer_map)]
+    except (TypeError, ValueError):
+        ids = None
+    if ids is None or len(ids) != ls or any(not 0 <= i < lt for i in ids):
+        raise ValueError(
+            f"layer_map={layer_map!r} is not valid for a {ls}-layer student and a {lt}-layer teacher: use 'uniform', "
+            f"'last', or {ls} teacher layers in [0, {lt - 1}], e.g. "
+            f"'{','.join(str(i) for _, i in resolve_layer_map('uniform', ls, lt)) if ls <= lt else '0'}'."
+        )
+    return list(enumerate(ids))

@@ -9,9 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer
+from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging
 
 from .config import DistillationArguments
+from .intermediate import PROJECTION_ATTR, TERMS, IntermediateTerms
 from .losses import IGNORE_INDEX, get_distillation_loss, hard_label_ce
 
 logger = logging.get_logger(__name__)
@@ -136,6 +138,14 @@ class DistillationTrainer(Trainer):
             self._teacher_label_index = align_label_spaces(teacher_model, model)
             check_vocabularies(teacher_model, model, teacher_processing_class, kwargs.get("processing_class"))
         self.kd_loss_fn = get_distillation_loss(args.distillation_loss)
+        self.intermediate = None
+        if args.uses_intermediate_terms:
+            if teacher_model is None:
+                raise ValueError(
+                    "hidden_weight / attention_weight / embedding_weight > 0 need the teacher online (its hidden "
+                    "states on every step): pass teacher_model, or set those weights to 0 to train on cached logits."
+                )
+            self.intermediate = IntermediateTerms(args, model, teacher_model)  # may add projections to the student
 
         super().__init__(model=model, args=args, **kwargs)
 
@@ -173,9 +183,12 @@ class DistillationTrainer(Trainer):
         return engine
 
     @torch.no_grad()
-    def teacher_logits(self, inputs: dict[str, Any]) -> torch.Tensor:
-        """The teacher's logits for a batch, in the student's label order (a precomputed column wins)."""
-        if TEACHER_LOGITS_COLUMN in inputs:
+    def teacher_logits(self, inputs: dict[str, Any], outputs: Any = None) -> torch.Tensor:
+        """The teacher's logits for a batch, in the student's label order (given `outputs` of the teacher, else a
+        precomputed column, else a forward pass)."""
+        if outputs is not None:
+            logits = outputs.logits
+        elif TEACHER_LOGITS_COLUMN in inputs:
             logits = inputs[TEACHER_LOGITS_COLUMN]
         elif self.teacher is None:
             raise ValueError(
@@ -207,9 +220,15 @@ class DistillationTrainer(Trainer):
         """
         labels = inputs.get("labels")
         student_inputs = {k: v for k, v in inputs.items() if k in self._student_input_names and k != "labels"}
-        outputs = model(**student_inputs)
+        extra = self.intermediate.forward_kwargs() if self.intermediate is not None else {}
+        outputs = model(**student_inputs, **extra)
         student_logits = outputs.logits
-        teacher_logits = self.teacher_logits(inputs)
+        teacher_outputs = None
+        if self.intermediate is not None:  # hidden states / attentions of the teacher: always online
+            with torch.no_grad():
+                teacher_inputs = {k: v for k, v in inputs.items() if k in self._teacher_input_names and k != "labels"}
+                teacher_outputs = self.teacher(**teacher_inputs, **extra)
+        teacher_logits = self.teacher_logits(inputs, teacher_outputs)
 
         kd_sum = self.kd_loss_fn(student_logits, teacher_logits, self.args.temperature, reduction="sum")
         if labels is not None:
@@ -231,9 +250,20 @@ class DistillationTrainer(Trainer):
         loss = scale * (
             alpha * kd_sum / total_rows.clamp(min=1) + (1.0 - alpha) * ce_sum / total_labelled.clamp(min=1)
         )
+        term_sums = [kd_sum.new_zeros(())] * len(TERMS)
+        if self.intermediate is not None:  # per-row terms, normalised like the KD term (exact under accumulation)
+            student = self.accelerator.unwrap_model(model)
+            terms = self.intermediate.per_row(student, outputs, teacher_outputs, inputs["attention_mask"])
+            for name, per_row in terms.items():
+                loss = loss + scale * self.intermediate.weights[name] * per_row.sum() / total_rows.clamp(min=1)
+            term_sums = [terms[name].sum() if name in terms else kd_sum.new_zeros(()) for name in TERMS]
+
+            # what evaluation collects from the outputs: the logits, not every layer's hidden states and attentions
+            outputs = SequenceClassifierOutput(logits=student_logits)
 
         sums = self._loss_sums["train" if model.training else "eval"]
-        sums += torch.stack([kd_sum.detach(), rows.float(), ce_sum.detach(), labelled.float()]).to(sums.device)
+        parts = [kd_sum.detach(), rows.float(), ce_sum.detach(), labelled.float(), *(t.detach() for t in term_sums)]
+        sums += torch.stack(parts).to(sums.device)
         return (loss, outputs) if return_outputs else loss
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
@@ -253,20 +283,24 @@ class DistillationTrainer(Trainer):
     # ---- logging of the loss parts -------------------------------------------------------------------------------
 
     def _zero_sums(self) -> torch.Tensor:
-        # kd_sum, rows, ce_sum, labelled rows: kept on the device and read only when logging (no per-step host sync).
-        return torch.zeros(4, dtype=torch.float32, device=self.args.device)
+        # kd_sum, rows, ce_sum, labelled rows, then the sums of the intermediate terms (hidden, attention, embedding):
+        # kept on the device and read only when logging (no per-step host sync).
+        return torch.zeros(4 + len(TERMS), dtype=torch.float32, device=self.args.device)
 
     def _pop_loss_parts(self, mode: str) -> dict[str, float]:
         sums = self._loss_sums[mode]
         if self.accelerator.num_processes > 1:
             sums = self.accelerator.reduce(sums.clone(), reduction="sum")
         self._loss_sums[mode] = self._zero_sums()
-        kd_sum, rows, ce_sum, labelled = sums.tolist()
+        kd_sum, rows, ce_sum, labelled, *term_sums = sums.tolist()
         if rows == 0:
             return {}
         parts = {"loss_kd": kd_sum / rows}
         if labelled > 0:
             parts["loss_ce"] = ce_sum / labelled
+        for name, value in zip(TERMS, term_sums, strict=True):
+            if self.intermediate is not None and name in self.intermediate.active:
+                parts[f"loss_{name}"] = value / rows
         return parts
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -282,6 +316,21 @@ class DistillationTrainer(Trainer):
         for name, value in self._pop_loss_parts("eval").items():
             output.metrics[f"{metric_key_prefix}_{name}"] = value
         return output
+
+    # ---- saving ------------------------------------------------------------------------------------------------
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Checkpoints keep the projections of the intermediate terms (resume needs them); the final student does
+        not: it is saved as the plain model it was given."""
+        student = self.accelerator.unwrap_model(self.model)
+        projection = getattr(student, PROJECTION_ATTR, None)
+        if _internal_call or projection is None:
+            return super().save_model(output_dir, _internal_call)
+        delattr(student, PROJECTION_ATTR)
+        try:
+            super().save_model(output_dir, _internal_call)
+        finally:
+            setattr(student, PROJECTION_ATTR, projection)
 
     # ---- columns -----------------------------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ several repetitions each (median and spread reported):
   (b) on-the-fly distillation (`DistillationTrainer`, the teacher's forward pass on every step);
   (c) cached distillation (`DistillationTrainer` on precomputed teacher logits, no teacher in memory), plus the
       one-time cost of the cache and the number of epochs after which it has paid for itself;
-  (d) teacher vs student inference: throughput at batch 32, latency at batch 1, parameters, size on disk, peak memory.
+  (d) teacher vs student inference: throughput at batch 32, latency at batch 1, parameters, size on disk, peak memory;
+  (e) on-the-fly distillation with hidden-state (MSE) and attention (KL) terms, weight 1 each: what they cost.
 
 The default (embedded MiniLM-L6 teacher, 3-layer student, 1,024 airline tweets) takes a few minutes on 2 CPU cores:
 
@@ -99,7 +100,8 @@ def peak_memory(device: str, out: dict):
     out["peak_memory_mb"] = (torch.cuda.max_memory_allocated() - start) / 2**20
 
 
-PROBES = ("baseline", "plain", "online", "cached", "teacher", "student")
+MODES = ("plain", "online", "cached", "intermediate")
+PROBES = ("baseline", *MODES, "teacher", "student")
 
 
 def probe_peak_rss(bench: BenchmarkArguments, folder: str) -> dict[str, float]:
@@ -147,7 +149,7 @@ def run_probe(bench: BenchmarkArguments) -> dict:
             inference(model, tokenizer, texts, bench)
         else:
             teacher = AutoModelForSequenceClassification.from_pretrained(os.path.join(folder, "teacher"))
-            teacher = teacher if mode == "online" else None
+            teacher = teacher if mode in ("online", "intermediate") else None
             train_once(mode, bench, model, teacher, data, data, tokenizer, os.path.join(folder, "out"))
     peak = {"peak_rss_mb": _peak_rss_mb()}
     print(json.dumps(peak))
@@ -189,10 +191,13 @@ def train_once(mode, bench, student, teacher, data, cached, tokenizer, folder) -
             model=model, args=TrainingArguments(**common), train_dataset=data, processing_class=tokenizer
         )
     else:
-        args = DistillationArguments(**common, teacher_logits="cache" if mode == "cached" else "online")
+        extra = dict(hidden_weight=1.0, attention_weight=1.0) if mode == "intermediate" else {}
+        args = DistillationArguments(**common, teacher_logits="cache" if mode == "cached" else "online", **extra)
+        if mode == "intermediate":  # its attention terms switch the teacher to eager attention: not the shared one
+            teacher = copy.deepcopy(teacher)
         trainer = DistillationTrainer(
             model=model,
-            teacher_model=teacher if mode == "online" else None,
+            teacher_model=None if mode == "cached" else teacher,
             args=args,
             train_dataset=cached if mode == "cached" else data,
             processing_class=tokenizer,
@@ -279,7 +284,7 @@ def main(bench: BenchmarkArguments) -> dict:
         )  # fmt: skip
         _sync(bench.device)
         cache_seconds = time.perf_counter() - start
-        runs: dict = {mode: ([], []) for mode in ("plain", "online", "cached")}
+        runs: dict = {mode: ([], []) for mode in MODES}
         for repeat in range(bench.repeats):
             for mode, (rates, memories) in runs.items():
                 rate, memory = train_once(mode, bench, student, teacher, data, cached, s_tokenizer, folder)
@@ -316,6 +321,7 @@ def main(bench: BenchmarkArguments) -> dict:
         "cached_vs_plain": rate["cached"] / rate["plain"],
         "online_vs_plain": rate["online"] / rate["plain"],
         "cached_vs_online": rate["cached"] / rate["online"],
+        "intermediate_vs_online": rate["intermediate"] / rate["online"],
         "student_vs_teacher_throughput": inf["student"]["samples_per_second_batch"]
         / inf["teacher"]["samples_per_second_batch"],
         "teacher_vs_student_latency_b1": inf["teacher"]["latency_ms_b1"] / inf["student"]["latency_ms_b1"],
@@ -361,7 +367,8 @@ def render(results: dict) -> str:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for mode, label in (("plain", "(a) plain fine-tuning"), ("online", "(b) on-the-fly distillation"),
-                        ("cached", "(c) cached distillation")):  # fmt: skip
+                        ("cached", "(c) cached distillation"),
+                        ("intermediate", "(e) on-the-fly + hidden-state and attention terms")):  # fmt: skip
         s = t[mode]["samples_per_second"]
         ratio = s["median"] / t["plain"]["samples_per_second"]["median"]
         lines.append(

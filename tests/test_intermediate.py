@@ -1,0 +1,179 @@
+"""Hidden-state, attention and embedding distillation: the losses, layer maps, training, projections and resume."""
+
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification
+
+from hfkd import DistillationArguments, DistillationTrainer
+from hfkd.intermediate import PROJECTION_ATTR
+from hfkd.losses import attention_loss, hidden_state_loss, resolve_layer_map
+
+from .conftest import tiny_bert
+from .test_scripts import TINY, load_script
+
+
+def attention_maps(batch, heads, length, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.softmax(torch.randn(batch, heads, length, length, generator=g), dim=-1)
+
+
+MASK = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("kind", ["mse", "cosine"])
+def test_hidden_state_loss_zero_for_equal_inputs_and_blind_to_padding(kind):
+    s, t = torch.randn(3, 6, 8), torch.randn(3, 6, 8)
+    assert hidden_state_loss(t, t, MASK, kind).item() == pytest.approx(0.0, abs=1e-6)
+    base = hidden_state_loss(s, t, MASK, kind, reduction="none")
+    assert base.shape == (3,) and (base > 0).all()
+    s2, t2 = s.clone(), t.clone()
+    s2[MASK == 0] = 100.0  # padded positions changed on both sides
+    t2[MASK == 0] = -7.0
+    torch.testing.assert_close(hidden_state_loss(s2, t2, MASK, kind, reduction="none"), base)
+    with pytest.raises(ValueError, match="project the student's to the teacher's width"):
+        hidden_state_loss(torch.randn(3, 6, 4), t, MASK, kind)
+
+
+@pytest.mark.parametrize("kind", ["kl", "mse"])
+def test_attention_loss_zero_for_equal_maps_and_blind_to_padding(kind):
+    s, t = attention_maps(3, 2, 6, 0), attention_maps(3, 2, 6, 1)
+    assert attention_loss(t, t, MASK, kind).item() == pytest.approx(0.0, abs=1e-6)
+    base = attention_loss(s, t, MASK, kind, reduction="none")
+    assert (base > 0).all()
+    s2, t2 = s.clone(), t.clone()
+    pad = MASK == 0
+    s2.permute(0, 2, 1, 3)[pad] = 0.5  # padded queries
+    t2.permute(0, 3, 1, 2)[pad] = 0.3  # padded keys
+    torch.testing.assert_close(attention_loss(s2, t2, MASK, kind, reduction="none"), base)
+    with pytest.raises(ValueError, match="same number of heads"):
+        attention_loss(attention_maps(3, 4, 6, 0), t, MASK, kind)
+
+
+def test_layer_maps_and_their_errors():
+    assert resolve_layer_map("uniform", 3, 6) == [(0, 1), (1, 3), (2, 5)]
+    assert resolve_layer_map("uniform", 4, 6) == [(0, 1), (1, 2), (2, 4), (3, 5)]  # rounded half up
+    assert resolve_layer_map("uniform", 2, 2) == [(0, 0), (1, 1)]
+    assert resolve_layer_map("last", 3, 6) == [(2, 5)]
+    assert resolve_layer_map("0,3,5", 3, 6) == [(0, 0), (1, 3), (2, 5)]
+    assert resolve_layer_map([1, 1], 2, 6) == [(0, 1), (1, 1)]
+    with pytest.raises(ValueError, match=r"layer_map='0,3' is not valid for a 3-layer student .* e.g. '1,3,5'"):
+        resolve_layer_map("0,3", 3, 6)
+    with pytest.raises(ValueError, match=r"teacher layers in \[0, 5\]"):
+        resolve_layer_map("0,3,6", 3, 6)
+    with pytest.raises(ValueError, match="not valid"):
+        resolve_layer_map("middle", 3, 6)
+    with pytest.raises(ValueError, match="no deeper than the teacher"):
+        resolve_layer_map("uniform", 4, 2)
+
+
+def test_config_refuses_cache_with_intermediate_terms(tmp_path):
+    args = DistillationArguments(output_dir=str(tmp_path), hidden_weight=1.0, report_to="none")
+    assert args.uses_intermediate_terms and not args.uses_logit_cache  # auto: online
+    with pytest.raises(ValueError, match="teacher_logits='cache' cannot serve hidden_weight"):
+        DistillationArguments(output_dir=str(tmp_path), attention_weight=1.0, teacher_logits="cache")
+    with pytest.raises(ValueError, match="hidden_weight must be in"):
+        DistillationArguments(output_dir=str(tmp_path), hidden_weight=-1.0)
+
+
+def fixed_batch(tokenized, n=8):
+    return tokenized(n, seed=5)
+
+
+def make(tmp_path, tokenizer, train, teacher, student, **kwargs):
+    base = dict(
+        output_dir=str(tmp_path / "out"), report_to="none", per_device_train_batch_size=8, eval_strategy="no",
+        save_strategy="no", logging_steps=1, learning_rate=5e-3, seed=0, alpha=0.5, hidden_weight=1.0,
+        attention_weight=1.0, embedding_weight=1.0, disable_tqdm=True,
+    )  # fmt: skip
+    args = DistillationArguments(**(base | kwargs))
+    return DistillationTrainer(
+        model=student, teacher_model=teacher, args=args, train_dataset=train, processing_class=tokenizer
+    )
+
+
+def test_every_term_decreases_on_a_fixed_batch_with_a_narrower_student(tmp_path, tokenizer, tokenized):
+    teacher = tiny_bert(num_layers=2, seed=0).eval()
+    teacher.classifier.weight.data *= 40  # confident soft targets: something for the KD term to learn
+    student = tiny_bert(num_layers=1, seed=1, hidden_size=16, intermediate_size=20)  # narrower: projections
+    train = fixed_batch(tokenized)
+    trainer = make(
+        tmp_path, tokenizer, train, teacher, student, max_steps=40, learning_rate=2e-3, alpha=0.9, temperature=1.0
+    )
+    projection = getattr(student, PROJECTION_ATTR)
+    assert set(projection) == {"layer_0", "embeddings"}
+    assert projection["layer_0"].weight.shape == (32, 16)  # student width 16 -> teacher width 32
+    assert trainer.intermediate.pairs == [(0, 1)]
+    trainer.train()
+    logs = [log for log in trainer.state.log_history if "loss_hidden" in log]
+    assert len(logs) == 40
+    for term in ("loss_kd", "loss_hidden", "loss_attention", "loss_embedding"):
+        first, last = logs[0][term], logs[-1][term]
+        assert last < 0.7 * first, (term, first, last)
+
+    trainer.save_model()
+    saved = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert not [k for k in saved if PROJECTION_ATTR in k]  # not part of the saved student
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert not hasattr(reloaded, PROJECTION_ATTR) and reloaded.config.hidden_size == 16
+    assert hasattr(student, PROJECTION_ATTR)  # and still there for more training
+
+
+def test_resume_restores_the_projections(tmp_path, tokenizer, tokenized):
+    train = tokenized(32, seed=2)
+
+    def run(out, **kwargs):
+        teacher = tiny_bert(num_layers=2, seed=0).eval()
+        student = tiny_bert(num_layers=1, seed=1, hidden_size=16, intermediate_size=20)
+        trainer = make(
+            tmp_path / out, tokenizer, train, teacher, student, max_steps=8, save_strategy="steps", save_steps=4,
+            save_total_limit=None, attention_weight=0.0, **kwargs,
+        )  # fmt: skip
+        trainer.train(resume_from_checkpoint=kwargs.get("resume_from_checkpoint"))
+        return student
+
+    full = run("full")
+    checkpoint = tmp_path / "full" / "out" / "checkpoint-4"
+    keys = load_file(str(checkpoint / "model.safetensors"))
+    assert any(PROJECTION_ATTR in k for k in keys)  # checkpoints keep them
+    resumed = run("resumed", resume_from_checkpoint=str(checkpoint))
+    for (name, a), (_, b) in zip(full.named_parameters(), resumed.named_parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+
+
+def test_distill_script_with_intermediate_terms_runs_online(tmp_path, caplog):
+    from .test_scripts import run_script
+
+    teacher = tmp_path / "teacher"
+    run_script("finetune", "--model_name_or_path", "builtin:tiny-bert", "--output_dir", str(teacher))
+    out = tmp_path / "student"
+    script = load_script("distill")
+    argv = ["--config", TINY, "--teacher_model_name_or_path", str(teacher), "--student_num_layers", "1"]
+    argv += ["--hidden_weight", "1", "--attention_weight", "1", "--layer_map", "last", "--output_dir", str(out)]
+    argv += ["--teacher_logits_cache_dir", str(tmp_path / "cache")]
+    argv += ["--max_length", "64", "--per_device_eval_batch_size", "4"]  # eval batches of different lengths
+    with caplog.at_level("WARNING", logger="hfkd"):
+        metrics = script.main(*script.make_parser().parse_args_and_config(argv))
+    assert "runs the teacher online" in caplog.text
+    assert not os.path.exists(tmp_path / "cache")  # no logit cache with intermediate terms
+    assert metrics["eval_loss_hidden"] > 0 and metrics["eval_loss_attention"] > 0  # each term reported
+    assert "eval_loss_embedding" not in metrics  # only the terms that are on
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.num_hidden_layers == 1
+
+
+def test_experiment_compares_logits_only_with_intermediate_terms(tmp_path):
+    from .test_experiment import run
+
+    results = run(tmp_path, "--models", "teacher", "distilled", "intermediate", "--intermediate_attention_weight", "2")
+    block = results["blocks"][0]
+    assert list(block["metrics"]) == ["teacher", "distilled", "intermediate"]
+    assert block["stages"]["intermediate"]["path"] != block["stages"]["distilled"]["path"]
+    assert "attention (kl, weight 2.0)" in results["models"]["intermediate"]["description"]
+    report = (tmp_path / "exp" / "report.md").read_text()
+    assert "| intermediate |" in report
+    card = (tmp_path / "exp" / "air").glob("intermediate-*/README.md")
+    text = next(card).read_text()
+    assert "| intermediate-layer terms | hidden (mse) × 1.0, attention (kl) × 2.0; layer map uniform |" in text
