@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from transformers import AutoConfig, PreTrainedModel
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.utils import logging
 
 from .config import DataArguments, DistillationArguments, StudentArguments
@@ -13,7 +14,15 @@ from .hub import push_student, warn_if_push_will_fail, write_model_card
 from .metrics import make_compute_metrics
 from .models import has_trained_head, load_classifier, load_tokenizer, resolve_model_name_or_path
 from .parser import config_to_dict
-from .runs import domain_label_names, load_data, redact, tokenize_source_splits, write_metrics, write_run_info
+from .runs import (
+    domain_label_names,
+    last_complete_checkpoint,
+    load_data,
+    redact,
+    tokenize_source_splits,
+    write_metrics,
+    write_run_info,
+)
 from .students import load_student, student_from_teacher, student_tokenizer
 from .teacher_cache import with_teacher_logits
 from .trainer import DistillationTrainer
@@ -129,7 +138,14 @@ def train_student(
         compute_metrics=make_compute_metrics(num_labels),
     )
     resume = args.resume_from_checkpoint
-    result = trainer.train(resume_from_checkpoint=True if resume == "last" else resume)
+    if resume == "last":  # the newest *complete* checkpoint: a kill while saving leaves a partial one
+        resume = last_complete_checkpoint(args.output_dir, TRAINER_STATE_NAME)
+        if resume is None:
+            raise ValueError(
+                f"resume_from_checkpoint='last' but {args.output_dir!r} holds no complete checkpoint-N folder; start "
+                "without --resume_from_checkpoint, or pass the path of a checkpoint."
+            )
+    result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()  # the student and its tokenizer only; the teacher is never saved
     metrics: dict[str, Any] = dict(result.metrics)
     if eval_dataset is not None:

@@ -23,13 +23,20 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedModel, get_linear_schedule_with_warmup
-from transformers.trainer_utils import get_last_checkpoint
 
 from .config import DataArguments, FinetuneArguments, ModelArguments, StudentArguments
 from .metrics import compute_classification_metrics
 from .models import load_classifier, load_tokenizer
 from .parser import config_to_dict
-from .runs import domain_label_names, load_data, redact, tokenize_source_splits, write_metrics, write_run_info
+from .runs import (
+    domain_label_names,
+    last_complete_checkpoint,
+    load_data,
+    redact,
+    tokenize_source_splits,
+    write_metrics,
+    write_run_info,
+)
 from .students import student_from_teacher, student_tokenizer
 from .trainer import forward_argument_names
 
@@ -84,11 +91,11 @@ def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> s
     if resume_from_checkpoint is None:
         return None
     if resume_from_checkpoint == "last":
-        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        last = last_complete_checkpoint(output_dir, LOOP_STATE_FILE)
         if last is None:
             raise ValueError(
-                f"resume_from_checkpoint='last' but {output_dir!r} holds no checkpoint-N folder; start without "
-                "--resume_from_checkpoint, or pass the path of a checkpoint."
+                f"resume_from_checkpoint='last' but {output_dir!r} holds no complete checkpoint-N folder; start "
+                "without --resume_from_checkpoint, or pass the path of a checkpoint."
             )
         return last
     if not os.path.isfile(os.path.join(resume_from_checkpoint, LOOP_STATE_FILE)):
