@@ -185,6 +185,13 @@ class FinetuneArguments:
         metadata={"help": "Accelerate tracker(s), e.g. 'tensorboard' or 'wandb' (comma-separated), or 'none'."},
     )
     dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes per dataloader."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace a run of another config already in output_dir (by default that is an error, so that no "
+            "run is overwritten by accident). Continuing a run is --resume_from_checkpoint."
+        },
+    )
 
     def __post_init__(self):
         check_range("num_train_epochs", self.num_train_epochs, 1)
@@ -268,6 +275,13 @@ class DistillationArguments(TrainingArguments):
         metadata={
             "help": "Which teacher layer each student layer is compared with: 'uniform' (student layer i <-> teacher "
             "layer round((i+1) * Lt / Ls) - 1), 'last', or one teacher layer per student layer, e.g. '0,3,5'."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace a run of another config already in output_dir (by default that is an error, so that no "
+            "run is overwritten by accident). Continuing a run is --resume_from_checkpoint."
         },
     )
     teacher_logits: str = field(

@@ -15,6 +15,7 @@ from .metrics import make_compute_metrics
 from .models import has_trained_head, load_classifier, load_tokenizer, resolve_model_name_or_path
 from .parser import config_to_dict
 from .runs import (
+    check_output_dir,
     domain_label_names,
     last_complete_checkpoint,
     load_data,
@@ -188,8 +189,10 @@ def distill(
             [train, validation, test], args, labels, data_args.max_length, teacher, teacher_tokenizer
         )
         teacher = None
+    config = redact(config_to_dict(data_args, student_args, args))
+    resuming = args.resume_from_checkpoint is not None
+    check_output_dir(args.output_dir, "distill", config, overwrite=args.overwrite_output_dir, resuming=resuming)
     if args.process_index == 0:
-        config = redact(config_to_dict(data_args, student_args, args))
         extra = {"source_domains": splits.domains, "command": command}
         write_run_info(args.output_dir, "distill", config, extra=extra)
     metrics = train_student(student, tokenizer, teacher, teacher_tokenizer, train, validation, args, test)

@@ -29,6 +29,7 @@ from .metrics import compute_classification_metrics
 from .models import load_classifier, load_tokenizer
 from .parser import config_to_dict
 from .runs import (
+    check_output_dir,
     domain_label_names,
     last_complete_checkpoint,
     load_data,
@@ -303,6 +304,8 @@ def finetune(
         tokenizer = student_tokenizer(tokenizer, model)
     splits = tokenize_source_splits(domains, tokenizer, data_args.max_length, accelerator.main_process_first)
     config = redact(config_to_dict(model_args, data_args, student_args, args))
+    resuming = args.resume_from_checkpoint is not None
+    check_output_dir(args.output_dir, "finetune", config, overwrite=args.overwrite_output_dir, resuming=resuming)
     if accelerator.is_main_process:
         write_run_info(args.output_dir, "finetune", config, extra={"source_domains": splits.domains})
     if accelerator.log_with:

@@ -196,6 +196,31 @@ def environment_info() -> dict[str, str]:
     }
 
 
+def check_output_dir(output_dir: str, script: str, config: dict[str, Any], *, overwrite: bool, resuming: bool) -> None:
+    """Refuse to train into a folder that holds a run of another script or config (nothing is overwritten by
+    accident); the same config, `resume_from_checkpoint` or `overwrite_output_dir` go ahead."""
+    from .stages import changed_settings, training_settings
+
+    path = os.path.join(output_dir, RUN_INFO_FILE)
+    if overwrite or resuming or not os.path.isfile(path):
+        return
+    try:
+        with open(path) as f:
+            previous = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return  # not a readable run record: nothing to compare with
+    old = training_settings(previous.get("config") or {})
+    changes = changed_settings(old, training_settings(config))
+    if previous.get("script") != script:
+        changes.insert(0, f"script: {previous.get('script')!r} -> {script!r}")
+    if changes:
+        raise ValueError(
+            f"output_dir={output_dir!r} holds a run with another config ({'; '.join(changes[:6])}). Use another "
+            "output_dir, --resume_from_checkpoint last to continue that run, or --overwrite_output_dir true to "
+            "replace it."
+        )
+
+
 def write_run_info(output_dir: str, script: str, config: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
     """Write `hfkd_run.json`: the script, its full flat config (secrets redacted), versions and start time."""
     os.makedirs(output_dir, exist_ok=True)

@@ -41,17 +41,24 @@ _NOT_IN_KEY = {
     "overwrite", "per_device_eval_batch_size", "dataloader_num_workers", "dataloader_pin_memory",
     "dataloader_persistent_workers", "dataloader_prefetch_factor", "skip_memory_metrics", "project", "debug",
     "ddp_timeout", "do_train", "do_eval", "do_predict", "hub_token", "push_to_hub", "batch_eval_metrics",
-    "teacher_model_name_or_path",
+    "teacher_model_name_or_path", "overwrite_output_dir",
 }  # fmt: skip
 _NOT_IN_KEY_PREFIXES = ("logging_", "log_", "save_", "eval_", "hub_", "trackio_", "include_")
 
 
 def training_key(*configs: Any) -> dict[str, Any]:
     """The settings of some argument dataclasses that change a trained model (see `_NOT_IN_KEY`)."""
-    flat = config_to_dict(*configs)
-    return {k: v for k, v in flat.items() if k not in _NOT_IN_KEY and not k.startswith(_NOT_IN_KEY_PREFIXES)} | {
-        "num_processes": PartialState().num_processes
-    }
+    return training_settings(config_to_dict(*configs)) | {"num_processes": PartialState().num_processes}
+
+
+def training_settings(flat: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a flat config that change what is trained (not where it goes, how often it logs, ...)."""
+    return {k: v for k, v in flat.items() if k not in _NOT_IN_KEY and not k.startswith(_NOT_IN_KEY_PREFIXES)}
+
+
+def changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`["key: old -> new", ...]` for the nested keys whose values differ."""
+    return _changed_keys(old, new)
 
 
 def domain_fingerprints(domains: dict[str, DatasetDict]) -> dict[str, str]:

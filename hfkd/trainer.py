@@ -70,7 +70,8 @@ def check_vocabularies(
             "The teacher and the student do not share a vocabulary, so the teacher cannot read the student's "
             "inputs:\n  " + "\n  ".join(problems) + "\n"
             "Use a student built from the teacher (student_num_layers / student_layer_ids) or one that uses the "
-            "teacher's tokenizer."
+            "teacher's tokenizer, or distil on cached teacher logits (teacher_logits: cache), which lets the student "
+            "tokenise differently."
         )
 
 
@@ -261,8 +262,12 @@ class DistillationTrainer(Trainer):
             # what evaluation collects from the outputs: the logits, not every layer's hidden states and attentions
             outputs = SequenceClassifierOutput(logits=student_logits)
 
+        # rows whose teacher logits are NaN/inf (a broken teacher, an fp16 overflow): counted on the device, checked
+        # when logging (no per-step host sync)
+        broken = (~torch.isfinite(teacher_logits).all(-1)).sum().float()
         sums = self._loss_sums["train" if model.training else "eval"]
-        parts = [kd_sum.detach(), rows.float(), ce_sum.detach(), labelled.float(), *(t.detach() for t in term_sums)]
+        parts = [kd_sum.detach(), rows.float(), ce_sum.detach(), labelled.float(), broken]
+        parts += [t.detach() for t in term_sums]
         sums += torch.stack(parts).to(sums.device)
         return (loss, outputs) if return_outputs else loss
 
@@ -283,16 +288,22 @@ class DistillationTrainer(Trainer):
     # ---- logging of the loss parts -------------------------------------------------------------------------------
 
     def _zero_sums(self) -> torch.Tensor:
-        # kd_sum, rows, ce_sum, labelled rows, then the sums of the intermediate terms (hidden, attention, embedding):
-        # kept on the device and read only when logging (no per-step host sync).
-        return torch.zeros(4 + len(TERMS), dtype=torch.float32, device=self.args.device)
+        # kd_sum, rows, ce_sum, labelled rows, rows with non-finite teacher logits, then the sums of the intermediate
+        # terms (hidden, attention, embedding): kept on the device and read only when logging (no per-step host sync).
+        return torch.zeros(5 + len(TERMS), dtype=torch.float32, device=self.args.device)
 
     def _pop_loss_parts(self, mode: str) -> dict[str, float]:
         sums = self._loss_sums[mode]
         if self.accelerator.num_processes > 1:
             sums = self.accelerator.reduce(sums.clone(), reduction="sum")
         self._loss_sums[mode] = self._zero_sums()
-        kd_sum, rows, ce_sum, labelled, *term_sums = sums.tolist()
+        kd_sum, rows, ce_sum, labelled, broken, *term_sums = sums.tolist()
+        if broken:
+            raise ValueError(
+                f"The teacher's logits were NaN or inf on {int(broken)} rows ({mode}, by step "
+                f"{self.state.global_step}): the teacher is broken (check its weights) or overflows in fp16 (use "
+                f"bf16 or fp32). Checkpoints saved so far in {self.args.output_dir} are kept."
+            )
         if rows == 0:
             return {}
         parts = {"loss_kd": kd_sum / rows}

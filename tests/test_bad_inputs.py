@@ -1,0 +1,169 @@
+"""The bad-input table of README (section "When the input is wrong"): each case as a user meets it, through the
+scripts, with the error it must give. Each error names the field, the value and the fix."""
+
+import json
+import os
+
+import pytest
+from transformers import BertTokenizerFast
+
+from hfkd import DistillationArguments, DistillationTrainer
+
+from .conftest import SPECIAL, WORDS, tiny_bert
+from .test_scripts import TINY, load_script, run_script
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    run_script(
+        "finetune", "--model_name_or_path", "builtin:tiny-bert", "--output_dir", str(out), "--num_train_epochs", "1"
+    )
+    return str(out)
+
+
+def distill(tmp_path, *args, teacher=None, config=TINY):
+    script = load_script("distill")
+    argv = (["--config", config] if config else []) + [
+        "--student_num_layers",
+        "1",
+        "--output_dir",
+        str(tmp_path / "s"),
+    ]
+    argv += ["--teacher_model_name_or_path", teacher] if teacher else []
+    return script.main(*script.make_parser().parse_args_and_config(argv + list(args)))
+
+
+def domains(folder, rows: dict[str, list[dict]]) -> str:
+    os.makedirs(folder, exist_ok=True)
+    for name, items in rows.items():
+        with open(os.path.join(folder, f"{name}.jsonl"), "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in items)
+    return str(folder)
+
+
+def rows(n=40, **overrides):
+    labels = ["negative", "neutral", "positive"]
+    return [{"text": f"text number {i} is fine", "label": labels[i % 3]} | overrides for i in range(n)]
+
+
+def test_missing_text_column(tmp_path, teacher):
+    data = domains(tmp_path / "d", {"a": [{"sentence": r["text"], "label": r["label"]} for r in rows()]})
+    with pytest.raises(
+        ValueError, match=r"Column 'text' \(set with `text_column`\).*\['sentence', 'label'\]. Set `text_column`"
+    ):
+        distill(tmp_path, "--dataset", data, "--source_domains", "a", teacher=teacher)
+
+
+def test_missing_label_column(tmp_path, teacher):
+    data = domains(tmp_path / "d", {"a": [{"text": r["text"], "stars": 3} for r in rows()]})
+    with pytest.raises(ValueError, match=r"'label'.*label_column.*\['text', 'stars'\]"):
+        distill(tmp_path, "--dataset", data, "--source_domains", "a", teacher=teacher)
+
+
+def test_label_the_teacher_does_not_know(tmp_path, teacher):
+    data = domains(tmp_path / "d", {"a": rows(36) + rows(4, label="sarcastic")})
+    with pytest.raises(ValueError, match=r"sarcastic"):
+        distill(tmp_path, "--dataset", data, "--source_domains", "a", teacher=teacher)
+
+
+def test_teacher_and_student_label_spaces_differ(tmp_path):
+    student = tiny_bert(id2label={0: "bad", 1: "meh", 2: "good"}, label2id={"bad": 0, "meh": 1, "good": 2})
+    args = DistillationArguments(output_dir=str(tmp_path), report_to="none")
+    with pytest.raises(ValueError, match=r"(?s)do not share one label space.*teacher: \['negative'.*student: \['bad'"):
+        DistillationTrainer(model=student, teacher_model=tiny_bert(), args=args)
+
+
+def test_tokenizer_mismatch_without_the_cache(tmp_path, teacher):
+    folder = tmp_path / "other_vocab"
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("\n".join(SPECIAL + WORDS[::-1]) + "\n")
+    BertTokenizerFast(vocab=str(folder / "vocab.txt"), model_max_length=64).save_pretrained(folder)
+    tiny_bert(num_layers=1).save_pretrained(folder)
+    script = load_script("distill")  # a ready student with its own vocabulary, the teacher online
+    argv = ["--config", TINY, "--teacher_model_name_or_path", teacher, "--student_model_name_or_path", str(folder)]
+    argv += ["--teacher_logits", "online", "--output_dir", str(tmp_path / "s")]
+    with pytest.raises(
+        ValueError, match=r"(?s)do not share a vocabulary.*vocab_size: teacher \d+, student \d+.*teacher_logits: cache"
+    ):
+        script.main(*script.make_parser().parse_args_and_config(argv))
+
+
+def test_empty_domain(tmp_path, teacher):
+    data = domains(tmp_path / "d", {"a": rows(), "b": []})
+    with pytest.raises(ValueError, match=r"b.jsonl.*empty domain: add rows to it or remove it"):
+        distill(tmp_path, "--dataset", data, "--source_domains", "a", teacher=teacher)
+
+
+def test_empty_split(tmp_path, teacher):
+    data = domains(tmp_path / "d", {"a": rows(3)})
+    with pytest.raises(ValueError, match=r"split of domain 'a'.*is empty.*(validation_size|test_size)"):
+        distill(tmp_path, "--dataset", data, "--source_domains", "a", teacher=teacher)
+
+
+def test_unknown_domain_lists_the_valid_ones(tmp_path, teacher):
+    with pytest.raises(ValueError, match=r"Unknown domains \['airlines'\].*valid domains are \['airline', 'apple'"):
+        distill(tmp_path, "--source_domains", "airlines", teacher=teacher)
+
+
+def test_temperature_not_positive(tmp_path):
+    with pytest.raises(ValueError, match=r"temperature must be in \(0, inf\]; got temperature=0.0"):
+        distill(tmp_path, "--temperature", "0")
+
+
+def test_alpha_outside_0_1(tmp_path):
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]; got alpha=1.5"):
+        distill(tmp_path, "--alpha", "1.5")
+
+
+def test_unknown_yaml_key(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("temprature: 3\n")
+    with pytest.raises(ValueError, match=r"'temprature' \(did you mean 'temperature'"):
+        distill(tmp_path, config=str(config))
+
+
+def test_teacher_path_that_does_not_exist(tmp_path):
+    with pytest.raises(ValueError, match=r"teacher_model_name_or_path='.*nope'.*(does not exist|could not be loaded)"):
+        distill(tmp_path, teacher=str(tmp_path / "nope"))
+
+
+def test_nan_teacher_logits_online(tmp_path, teacher):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    broken = tmp_path / "broken_teacher"
+
+    model = AutoModelForSequenceClassification.from_pretrained(teacher)
+    model.classifier.weight.data[0, 0] = float("nan")
+    model.save_pretrained(broken)
+    AutoTokenizer.from_pretrained(teacher).save_pretrained(broken)
+    with pytest.raises(ValueError, match=r"teacher's logits were NaN or inf on \d+ rows .*fp16"):
+        distill(tmp_path, "--teacher_logits", "online", teacher=str(broken))
+
+
+def test_max_length_above_the_model_limit(tmp_path, teacher):
+    with pytest.raises(ValueError, match=r"max_length must be in \[1, \d+\].*got max_length=100000"):
+        distill(tmp_path, "--max_length", "100000", teacher=teacher)
+
+
+def test_output_dir_with_another_run(tmp_path, teacher):
+    distill(tmp_path, "--num_train_epochs", "1", teacher=teacher)
+    distill(tmp_path, "--num_train_epochs", "1", teacher=teacher)  # the same config again: fine
+    with pytest.raises(ValueError, match=r"holds a run with another config \(temperature: 2.0 -> 4.0\).*overwrite"):
+        distill(tmp_path, "--num_train_epochs", "1", "--temperature", "4", teacher=teacher)
+    assert (tmp_path / "s" / "model.safetensors").is_file()  # the earlier run is untouched
+    distill(
+        tmp_path, "--num_train_epochs", "1", "--temperature", "4", "--overwrite_output_dir", "true", teacher=teacher
+    )
+
+
+def test_corrupt_cache_file(tmp_path, teacher):
+    cache = tmp_path / "cache"
+    distill(tmp_path, "--num_train_epochs", "1", "--teacher_logits_cache_dir", str(cache), teacher=teacher)
+    record = next(cache.glob("*/hfkd_cache.json"))
+    record.write_text("{ truncated")
+    with pytest.raises(ValueError, match=rf"{record}.*unreadable.*delete .* to recompute"):
+        distill(
+            tmp_path, "--num_train_epochs", "1", "--teacher_logits_cache_dir", str(cache), "--output_dir",
+            str(tmp_path / "s2"), teacher=teacher,
+        )  # fmt: skip
