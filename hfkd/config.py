@@ -185,6 +185,13 @@ class FinetuneArguments:
         metadata={"help": "Accelerate tracker(s), e.g. 'tensorboard' or 'wandb' (comma-separated), or 'none'."},
     )
     dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes per dataloader."})
+    allow_pickle_weights: bool = field(
+        default=False,
+        metadata={
+            "help": "Load model weights stored as pickles (pytorch_model.bin). Off by default: unpickling can run "
+            "code; only safetensors are loaded."
+        },
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
@@ -275,6 +282,13 @@ class DistillationArguments(TrainingArguments):
         metadata={
             "help": "Which teacher layer each student layer is compared with: 'uniform' (student layer i <-> teacher "
             "layer round((i+1) * Lt / Ls) - 1), 'last', or one teacher layer per student layer, e.g. '0,3,5'."
+        },
+    )
+    allow_pickle_weights: bool = field(
+        default=False,
+        metadata={
+            "help": "Load model weights stored as pickles (pytorch_model.bin). Off by default: unpickling can run "
+            "code; only safetensors are loaded."
         },
     )
     overwrite_output_dir: bool = field(
@@ -485,6 +499,13 @@ class EvaluationArguments:
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
     extra_metrics: list[str] | None = field(
         default=None, metadata={"help": "More `evaluate` metrics by Hub name or path (see cross_domain.py)."}
+    )
+    allow_pickle_weights: bool = field(
+        default=False,
+        metadata={
+            "help": "Load model weights stored as pickles (pytorch_model.bin). Off by default: unpickling can run "
+            "code; only safetensors are loaded."
+        },
     )
 
     def __post_init__(self):

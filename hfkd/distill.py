@@ -12,7 +12,7 @@ from transformers.utils import logging
 from .config import DataArguments, DistillationArguments, StudentArguments
 from .hub import push_student, warn_if_push_will_fail, write_model_card
 from .metrics import make_compute_metrics
-from .models import has_trained_head, load_classifier, load_tokenizer, resolve_model_name_or_path
+from .models import has_trained_head, load_classifier, load_tokenizer, resolve_model_name_or_path, set_loading_policy
 from .parser import config_to_dict
 from .runs import (
     check_output_dir,
@@ -168,6 +168,7 @@ def distill(
     Returns the metrics also written to `metrics.json`: training figures, `eval_*` on the source validation split
     and `test_*` on the source test split.
     """
+    set_loading_policy(args.allow_pickle_weights)
     warn_if_push_will_fail(args)
     warn_if_teacher_online(args)
     with args.main_process_first(desc="loading data"):

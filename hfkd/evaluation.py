@@ -33,6 +33,7 @@ from .models import (
     load_tokenizer,
     model_label_names,
     resolve_model_name_or_path,
+    set_loading_policy,
 )
 from .trainer import forward_argument_names
 
@@ -344,6 +345,7 @@ def run_evaluation(eval_args, data_args, command: str | None = None) -> dict[str
     from .report import write_outputs
     from .runs import environment_info, hardware_info, load_data, redact
 
+    set_loading_policy(eval_args.allow_pickle_weights)
     started, wall_start = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
     models = parse_model_paths(eval_args.model_paths)
     teacher = eval_args.teacher or ("teacher" if "teacher" in models else None)

@@ -42,7 +42,7 @@ from .evaluation import evaluate_models, overall_summary
 from .finetune import make_accelerator, train_classifier
 from .hub import HubError, push_student, warn_if_push_will_fail, write_model_card
 from .metrics import IGNORE_INDEX
-from .models import load_classifier, load_tokenizer
+from .models import load_classifier, load_tokenizer, set_loading_policy
 from .parser import config_to_dict
 from .report import write_outputs
 from .runs import (
@@ -147,6 +147,7 @@ class Experiment:
                 "--repo-id NAME`."
             )
         warn_if_push_will_fail(args)
+        set_loading_policy(args.allow_pickle_weights)
         self.accelerator: Accelerator | None = None
 
     # ---- plan -----------------------------------------------------------------------------------------------

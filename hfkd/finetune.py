@@ -26,7 +26,7 @@ from transformers import DataCollatorWithPadding, PreTrainedModel, get_linear_sc
 
 from .config import DataArguments, FinetuneArguments, ModelArguments, StudentArguments
 from .metrics import compute_classification_metrics
-from .models import load_classifier, load_tokenizer
+from .models import load_classifier, load_tokenizer, set_loading_policy
 from .parser import config_to_dict
 from .runs import (
     check_output_dir,
@@ -286,6 +286,7 @@ def finetune(
     args: FinetuneArguments,
 ) -> dict[str, Any]:
     """Everything `scripts/finetune.py` does: data, model (or a student cut from it), the loop, the saved folder."""
+    set_loading_policy(args.allow_pickle_weights)
     accelerator = make_accelerator(args)
     set_seed(args.seed)
     with accelerator.main_process_first():

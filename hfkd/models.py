@@ -235,6 +235,27 @@ def _is_classifier(config: PreTrainedConfig) -> bool:
     return any(arch.endswith("ForSequenceClassification") for arch in (config.architectures or []))
 
 
+ALLOW_PICKLE_ENV = "HFKD_ALLOW_PICKLE_WEIGHTS"
+
+
+def pickle_weights_allowed() -> bool:
+    """Whether model weights stored as pickles (`pytorch_model.bin`) may be loaded: `allow_pickle_weights` in a
+    config (see [`set_loading_policy`]) or `HFKD_ALLOW_PICKLE_WEIGHTS=1`. Unpickling can run arbitrary code."""
+    return os.environ.get(ALLOW_PICKLE_ENV, "").upper() in {"1", "TRUE", "YES", "ON"}
+
+
+def set_loading_policy(allow_pickle_weights: bool) -> None:
+    """Apply a run's `allow_pickle_weights` to every model this process loads."""
+    os.environ[ALLOW_PICKLE_ENV] = "1" if allow_pickle_weights else "0"
+
+
+def _only_pickle_weights(path: str) -> list[str]:
+    if not os.path.isdir(path):
+        return []
+    files = os.listdir(path)
+    return [] if any(f.endswith(".safetensors") for f in files) else sorted(f for f in files if f.endswith(".bin"))
+
+
 def load_classifier(
     name_or_path: str, label_names: Sequence[str] | None = None, trust_remote_code: bool = False, **kwargs
 ) -> PreTrainedModel:
@@ -256,6 +277,15 @@ def load_classifier(
     """
     path = resolve_model_name_or_path(name_or_path)
     kwargs["trust_remote_code"] = trust_remote_code
+    if not pickle_weights_allowed():
+        pickles = _only_pickle_weights(path)
+        if pickles:
+            raise ValueError(
+                f"{name_or_path!r} has only pickled weights ({', '.join(pickles)}); hfkd loads safetensors only, "
+                "since unpickling can run code. Convert them (load and save_pretrained once in a trusted "
+                "environment), or set allow_pickle_weights: true if you trust their source."
+            )
+        kwargs.setdefault("use_safetensors", True)
     if label_names is None:
         return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
 

@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+import torch
 from transformers import BertTokenizerFast
 
 from hfkd import DistillationArguments, DistillationTrainer
@@ -167,3 +168,34 @@ def test_corrupt_cache_file(tmp_path, teacher):
             tmp_path, "--num_train_epochs", "1", "--teacher_logits_cache_dir", str(cache), "--output_dir",
             str(tmp_path / "s2"), teacher=teacher,
         )  # fmt: skip
+
+
+def test_pickled_weights_are_refused_unless_allowed(tmp_path, teacher, monkeypatch):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hfkd.models import ALLOW_PICKLE_ENV
+
+    monkeypatch.setenv(ALLOW_PICKLE_ENV, "0")  # restored after the test
+    pickled = tmp_path / "pickled_teacher"
+    model = AutoModelForSequenceClassification.from_pretrained(teacher)
+    model.config.save_pretrained(pickled)  # transformers 5 writes safetensors only: write the pickle by hand
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
+    AutoTokenizer.from_pretrained(teacher).save_pretrained(pickled)
+    assert (pickled / "pytorch_model.bin").is_file() and not list(pickled.glob("*.safetensors"))
+    with pytest.raises(ValueError, match=r"only pickled weights \(pytorch_model.bin\).*allow_pickle_weights: true"):
+        distill(tmp_path, teacher=str(pickled))
+    out = tmp_path / "allowed"
+    metrics = distill(tmp_path, "--allow_pickle_weights", "true", "--output_dir", str(out), teacher=str(pickled))
+    assert metrics["eval_n"] == 32 and (out / "model.safetensors").is_file()  # what hfkd writes is safetensors
+
+
+def test_remote_code_is_not_trusted_by_default(monkeypatch):
+    from transformers import AutoModelForSequenceClassification
+
+    from hfkd.models import ALLOW_PICKLE_ENV, load_classifier
+
+    monkeypatch.setenv(ALLOW_PICKLE_ENV, "0")
+    seen = {}
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", lambda *a, **k: seen.update(k))
+    load_classifier("builtin:tiny-bert")
+    assert seen["trust_remote_code"] is False and seen["use_safetensors"] is True
