@@ -185,6 +185,13 @@ class FinetuneArguments:
         metadata={"help": "Accelerate tracker(s), e.g. 'tensorboard' or 'wandb' (comma-separated), or 'none'."},
     )
     dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes per dataloader."})
+    grad_health: bool = field(
+        default=True,
+        metadata={
+            "help": "Log per-layer-group gradient norms (before clipping) and the clipping rate at each logging step, "
+            "warn on vanishing / exploding gradients, and draw grad_health.png in output_dir."
+        },
+    )
     allow_pickle_weights: bool = field(
         default=False,
         metadata={
@@ -282,6 +289,13 @@ class DistillationArguments(TrainingArguments):
         metadata={
             "help": "Which teacher layer each student layer is compared with: 'uniform' (student layer i <-> teacher "
             "layer round((i+1) * Lt / Ls) - 1), 'last', or one teacher layer per student layer, e.g. '0,3,5'."
+        },
+    )
+    grad_health: bool = field(
+        default=True,
+        metadata={
+            "help": "Log per-layer-group gradient norms (before clipping) and the clipping rate at each logging step, "
+            "warn on vanishing / exploding gradients, and draw grad_health.png in output_dir."
         },
     )
     allow_pickle_weights: bool = field(

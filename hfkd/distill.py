@@ -10,6 +10,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.utils import logging
 
 from .config import DataArguments, DistillationArguments, StudentArguments
+from .grad_health import add_gradient_health
 from .hub import push_student, warn_if_push_will_fail, write_model_card
 from .metrics import make_compute_metrics
 from .models import has_trained_head, load_classifier, load_tokenizer, resolve_model_name_or_path, set_loading_policy
@@ -138,6 +139,8 @@ def train_student(
         teacher_processing_class=teacher_tokenizer,
         compute_metrics=make_compute_metrics(num_labels),
     )
+    if args.grad_health:
+        add_gradient_health(trainer)
     resume = args.resume_from_checkpoint
     if resume == "last":  # the newest *complete* checkpoint: a kill while saving leaves a partial one
         resume = last_complete_checkpoint(args.output_dir, TRAINER_STATE_NAME)

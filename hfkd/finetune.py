@@ -25,6 +25,8 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedModel, get_linear_schedule_with_warmup
 
 from .config import DataArguments, FinetuneArguments, ModelArguments, StudentArguments
+from .grad_health import PLOT_FILE as GRAD_HEALTH_PLOT
+from .grad_health import GradientHealth
 from .metrics import compute_classification_metrics
 from .models import load_classifier, load_tokenizer, set_loading_policy
 from .parser import config_to_dict
@@ -172,6 +174,8 @@ def train_classifier(
         total=max_steps, initial=completed_steps, desc="finetune", disable=not accelerator.is_local_main_process
     )
     history: list[dict[str, Any]] = []
+    health = GradientHealth(accelerator.unwrap_model(model), args.max_grad_norm) if args.grad_health else None
+    norms, log_every = None, max(args.logging_steps, 1)
     running_loss, running_batches = torch.zeros((), device=accelerator.device), 0
     total_loss, total_batches = 0.0, 0
     start = time.perf_counter()
@@ -184,8 +188,12 @@ def train_classifier(
                 outputs = model(**{k: v for k, v in batch.items() if k in input_names})
                 loss = outputs.loss
                 accelerator.backward(loss)
+                if accelerator.sync_gradients and health is not None and (completed_steps + 1) % log_every == 0:
+                    norms = health.group_norms()  # before clipping, at logging steps only
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    total_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    if health is not None:
+                        health.count_step(total_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
@@ -203,6 +211,10 @@ def train_classifier(
                     running_loss.zero_()
                     running_batches = 0
                     log = {"loss": mean_loss, "learning_rate": scheduler.get_last_lr()[0], "step": completed_steps}
+                    if health is not None and norms is not None:
+                        global_norm = sum(v * v for v in norms.values()) ** 0.5
+                        log |= health.record(completed_steps, norms, global_norm) | {"grad_norm": global_norm}
+                        norms = None
                     progress.set_postfix(loss=f"{mean_loss:.4f}")
                     accelerator.log(log, step=completed_steps)
                     history.append(log)
@@ -250,6 +262,8 @@ def train_classifier(
         write_metrics(args.output_dir, metrics)
         with open(os.path.join(args.output_dir, "log_history.json"), "w") as f:
             json.dump(history, f, indent=2)
+        if health is not None:
+            health.plot(os.path.join(args.output_dir, GRAD_HEALTH_PLOT))
     # No `end_training()` here: it destroys the process group, and a caller (an experiment) may train more models.
     return metrics
 

@@ -42,6 +42,7 @@ _NOT_IN_KEY = {
     "dataloader_persistent_workers", "dataloader_prefetch_factor", "skip_memory_metrics", "project", "debug",
     "ddp_timeout", "do_train", "do_eval", "do_predict", "hub_token", "push_to_hub", "batch_eval_metrics",
     "teacher_model_name_or_path", "overwrite_output_dir", "allow_pickle_weights",
+    "grad_health",
 }  # fmt: skip
 _NOT_IN_KEY_PREFIXES = ("logging_", "log_", "save_", "eval_", "hub_", "trackio_", "include_")
 

@@ -328,6 +328,15 @@ class DistillationTrainer(Trainer):
             output.metrics[f"{metric_key_prefix}_{name}"] = value
         return output
 
+    # ---- gradient norm -----------------------------------------------------------------------------------------
+
+    last_grad_norm: float | None = None
+    """The pre-clip global gradient norm of the last optimizer step (read by the gradient-health callback)."""
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        self.last_grad_norm = norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        return norm
+
     # ---- saving ------------------------------------------------------------------------------------------------
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:

@@ -17,7 +17,7 @@ def test_benchmark_writes_every_figure(tmp_path):
     saved = json.loads((tmp_path / "benchmark.json").read_text())
     assert saved["ratios"] == pytest.approx(results["ratios"])
     training = saved["training"]
-    for mode in ("plain", "online", "cached"):
+    for mode in ("plain", "online", "cached", "intermediate", "health"):
         runs = training[mode]["samples_per_second"]["runs"]
         assert len(runs) == 2 and all(r > 0 for r in runs)
         assert training[mode]["samples_per_second"]["min"] <= training[mode]["samples_per_second"]["median"]
@@ -27,6 +27,13 @@ def test_benchmark_writes_every_figure(tmp_path):
     teacher, student = saved["inference"]["teacher"], saved["inference"]["student"]
     assert student["parameters"] < teacher["parameters"] and student["size_mb"] < teacher["size_mb"]
     assert teacher["latency_ms_b1"] > 0 and student["samples_per_second_batch"] > 0
-    assert set(saved["targets"]) == {"cached_vs_plain", "online_vs_plain", "student_vs_teacher_throughput"}
+    assert set(saved["targets"]) == {
+        "cached_vs_plain",
+        "online_vs_plain",
+        "student_vs_teacher_throughput",
+        "grad_health_overhead",
+    }
+    assert 0 < saved["ratios"]["grad_health_overhead"] < 1  # the callback's own share of the training time
+    assert saved["ratios"]["health_vs_cached"] == pytest.approx(median["health"] / median["cached"])
     table = (tmp_path / "benchmark.md").read_text()
     assert f"| (c) cached distillation | {median['cached']:.1f} |" in table
