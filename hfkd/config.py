@@ -43,6 +43,37 @@ def check_choice(name: str, value: str, choices) -> None:
         raise ValueError(f"{name}={value!r} is not valid; set {name} to one of {sorted(choices)}.")
 
 
+# Options every training script has (one definition, one help text).
+def grad_health_field() -> bool:
+    return field(
+        default=True,
+        metadata={
+            "help": "Log per-layer-group gradient norms (before clipping) and the clipping rate at each logging step, "
+            "warn on vanishing / exploding gradients, and draw grad_health.png in output_dir."
+        },
+    )
+
+
+def allow_pickle_weights_field() -> bool:
+    return field(
+        default=False,
+        metadata={
+            "help": "Load model weights stored as pickles (pytorch_model.bin). Off by default: unpickling can run "
+            "code; only safetensors are loaded."
+        },
+    )
+
+
+def overwrite_output_dir_field() -> bool:
+    return field(
+        default=False,
+        metadata={
+            "help": "Replace a run of another config already in output_dir (by default that is an error, so that no "
+            "run is overwritten by accident). Continuing a run is --resume_from_checkpoint."
+        },
+    )
+
+
 @dataclass
 class DataArguments:
     """Which domains to load and how to tokenise them."""
@@ -185,27 +216,9 @@ class FinetuneArguments:
         metadata={"help": "Accelerate tracker(s), e.g. 'tensorboard' or 'wandb' (comma-separated), or 'none'."},
     )
     dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes per dataloader."})
-    grad_health: bool = field(
-        default=True,
-        metadata={
-            "help": "Log per-layer-group gradient norms (before clipping) and the clipping rate at each logging step, "
-            "warn on vanishing / exploding gradients, and draw grad_health.png in output_dir."
-        },
-    )
-    allow_pickle_weights: bool = field(
-        default=False,
-        metadata={
-            "help": "Load model weights stored as pickles (pytorch_model.bin). Off by default: unpickling can run "
-            "code; only safetensors are loaded."
-        },
-    )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={
-            "help": "Replace a run of another config already in output_dir (by default that is an error, so that no "
-            "run is overwritten by accident). Continuing a run is --resume_from_checkpoint."
-        },
-    )
+    grad_health: bool = grad_health_field()
+    allow_pickle_weights: bool = allow_pickle_weights_field()
+    overwrite_output_dir: bool = overwrite_output_dir_field()
 
     def __post_init__(self):
         check_range("num_train_epochs", self.num_train_epochs, 1)
@@ -291,27 +304,9 @@ class DistillationArguments(TrainingArguments):
             "layer round((i+1) * Lt / Ls) - 1), 'last', or one teacher layer per student layer, e.g. '0,3,5'."
         },
     )
-    grad_health: bool = field(
-        default=True,
-        metadata={
-            "help": "Log per-layer-group gradient norms (before clipping) and the clipping rate at each logging step, "
-            "warn on vanishing / exploding gradients, and draw grad_health.png in output_dir."
-        },
-    )
-    allow_pickle_weights: bool = field(
-        default=False,
-        metadata={
-            "help": "Load model weights stored as pickles (pytorch_model.bin). Off by default: unpickling can run "
-            "code; only safetensors are loaded."
-        },
-    )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={
-            "help": "Replace a run of another config already in output_dir (by default that is an error, so that no "
-            "run is overwritten by accident). Continuing a run is --resume_from_checkpoint."
-        },
-    )
+    grad_health: bool = grad_health_field()
+    allow_pickle_weights: bool = allow_pickle_weights_field()
+    overwrite_output_dir: bool = overwrite_output_dir_field()
     teacher_logits: str = field(
         default="auto",
         metadata={
@@ -514,13 +509,7 @@ class EvaluationArguments:
     extra_metrics: list[str] | None = field(
         default=None, metadata={"help": "More `evaluate` metrics by Hub name or path (see cross_domain.py)."}
     )
-    allow_pickle_weights: bool = field(
-        default=False,
-        metadata={
-            "help": "Load model weights stored as pickles (pytorch_model.bin). Off by default: unpickling can run "
-            "code; only safetensors are loaded."
-        },
-    )
+    allow_pickle_weights: bool = allow_pickle_weights_field()
 
     def __post_init__(self):
         if not self.model_paths:

@@ -24,7 +24,7 @@ from typing import Any
 from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 from datasets import Dataset, DatasetDict, Value, concatenate_datasets
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.utils import logging
 
 from .config import (
@@ -39,7 +39,7 @@ from .config import (
 )
 from .distill import attach_teacher_logits, build_student, load_teacher, train_student, warn_if_teacher_online
 from .evaluation import evaluate_models, overall_summary
-from .finetune import make_accelerator, train_classifier
+from .finetune import LOOP_STATE_FILE, make_accelerator, train_classifier
 from .hub import HubError, push_student, warn_if_push_will_fail, write_model_card
 from .metrics import IGNORE_INDEX
 from .models import load_classifier, load_tokenizer, set_loading_policy
@@ -49,6 +49,7 @@ from .runs import (
     domain_label_names,
     environment_info,
     hardware_info,
+    last_complete_checkpoint,
     load_data,
     redact,
     tokenize_source_splits,
@@ -447,8 +448,10 @@ class Experiment:
 
 
 def _last(folder: str) -> str | None:
-    """`"last"` when an unfinished run of the stage left a checkpoint in `folder` to continue from."""
-    return "last" if os.path.isdir(folder) and get_last_checkpoint(folder) is not None else None
+    """`"last"` when an unfinished run of the stage left a complete checkpoint in `folder` to continue from (of the
+    Trainer or of the Accelerate loop); a checkpoint cut short by a kill does not count."""
+    markers = (TRAINER_STATE_NAME, LOOP_STATE_FILE)
+    return "last" if any(last_complete_checkpoint(folder, m) for m in markers) else None
 
 
 def run_experiment(

@@ -34,6 +34,7 @@ from .runs import (
     check_output_dir,
     domain_label_names,
     last_complete_checkpoint,
+    list_checkpoints,
     load_data,
     redact,
     tokenize_source_splits,
@@ -82,11 +83,6 @@ def evaluate_model(accelerator: Accelerator, model, dataloader: DataLoader, inpu
         predictions[keep].tolist(), references[keep].tolist(), num_labels=num_labels
     )
     return {"loss": loss_sum.item() / max(int(keep.sum()), 1), **metrics}
-
-
-def _checkpoints(output_dir: str) -> list[str]:
-    found = [d for d in os.listdir(output_dir) if d.startswith("checkpoint-") and d.split("-")[-1].isdigit()]
-    return [os.path.join(output_dir, d) for d in sorted(found, key=lambda d: int(d.split("-")[-1]))]
 
 
 def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
@@ -276,7 +272,7 @@ def save_checkpoint(accelerator: Accelerator, args: FinetuneArguments, epoch: in
         with open(os.path.join(folder, LOOP_STATE_FILE), "w") as f:
             json.dump({"epoch": epoch, "completed_steps": completed_steps}, f)
         if args.save_total_limit is not None:
-            for old in _checkpoints(args.output_dir)[: -args.save_total_limit]:
+            for old in list_checkpoints(args.output_dir)[: -args.save_total_limit]:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
 

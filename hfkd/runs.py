@@ -235,17 +235,21 @@ def write_run_info(output_dir: str, script: str, config: dict[str, Any], extra: 
         json.dump(info, f, indent=2)
 
 
+def list_checkpoints(output_dir: str) -> list[str]:
+    """The `checkpoint-N` folders of `output_dir`, oldest (smallest N) first."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = [d for d in os.listdir(output_dir) if d.startswith("checkpoint-") and d.split("-")[-1].isdigit()]
+    return [os.path.join(output_dir, d) for d in sorted(found, key=lambda d: int(d.split("-")[-1]))]
+
+
 def last_complete_checkpoint(output_dir: str, marker: str) -> str | None:
     """The newest `checkpoint-N` folder of `output_dir` that holds `marker`, the file a checkpoint writes last
     (`trainer_state.json` for the Trainer, `hfkd_loop_state.json` for the Accelerate loop). A run killed while saving
     leaves an incomplete newest checkpoint; it is skipped with a warning, never resumed from."""
     from transformers.utils import logging
 
-    if not os.path.isdir(output_dir):
-        return None
-    found = [d for d in os.listdir(output_dir) if d.startswith("checkpoint-") and d.split("-")[-1].isdigit()]
-    for name in sorted(found, key=lambda d: int(d.split("-")[-1]), reverse=True):
-        folder = os.path.join(output_dir, name)
+    for folder in reversed(list_checkpoints(output_dir)):
         if os.path.isfile(os.path.join(folder, marker)):
             return folder
         logging.get_logger(__name__).warning(

@@ -21,6 +21,7 @@ Writes benchmark.json and benchmark.md to --output_dir (default runs/benchmark).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -223,7 +224,9 @@ def inference(model, tokenizer, texts, bench) -> dict:
     device = torch.device(bench.device)
     model = model.to(device).eval()
     dtype = torch.bfloat16 if bench.bf16 else torch.float16 if bench.fp16 else None
-    autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if dtype and bench.device == "cuda" else _nullcontext
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=dtype)) if dtype and bench.device == "cuda" else contextlib.nullcontext
+    )
     collate = DataCollatorWithPadding(tokenizer)
     encoded = [tokenizer(t, truncation=True, max_length=bench.max_length) for t in texts]
     batches = [collate(encoded[i : i + bench.batch_size]) for i in range(0, len(encoded), bench.batch_size)]
@@ -256,11 +259,6 @@ def inference(model, tokenizer, texts, bench) -> dict:
         model.save_pretrained(folder)
         result["size_mb"] = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 1e6
     return result
-
-
-@contextmanager
-def _nullcontext():
-    yield
 
 
 def main(bench: BenchmarkArguments) -> dict:
