@@ -1,6 +1,6 @@
 """hfkd: knowledge distillation of BERT-class text classifiers with Hugging Face Transformers."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .config import (
     DataArguments,

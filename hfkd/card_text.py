@@ -83,7 +83,10 @@ def _results(facts: dict[str, Any]) -> list[str]:
         f"Retention = {model}'s macro-F1 / the teacher's on the same domain."
     )
     if "baseline" in others:
-        intro += " `baseline` is the same student fine-tuned on the source labels without a teacher."
+        intro += (
+            " `baseline` is the same student (the teacher's layers and head), fine-tuned on the source labels with "
+            "no teacher term."
+        )
     if not block.get("target_domains"):
         intro += (
             " Only the source domain was evaluated: run `scripts/cross_domain.py` or `scripts/evaluate_models.py` for "
@@ -131,7 +134,7 @@ def _settings(facts: dict[str, Any]) -> list[str]:
     kinds = {"hidden": config.get("hidden_loss"), "attention": config.get("attention_loss"), "embedding": "mse"}
     terms = ", ".join(f"{k} ({kinds[k]}) × {w}" for k, w in weights.items() if w)
     if terms:
-        terms += f"; layer map {config.get('layer_map', 'uniform')}"
+        terms += f"; layer map {config.get('layer_map', 'auto')}"
     unlabeled = "none"
     if adaptive:
         unlabeled = (
@@ -159,7 +162,10 @@ def _settings(facts: dict[str, Any]) -> list[str]:
         rows = [
             rows[4],
             rows[5],
-            ["teacher", "none: fine-tuned on the source labels alone (the no-distillation baseline)"],
+            [
+                "teacher",
+                "no teacher term: the teacher's layers and head, fine-tuned on the source labels (the baseline)",
+            ],
         ]
     return ["## Distillation settings", "", *_table(["setting", "value"], rows, numbers=False)]
 
@@ -216,7 +222,7 @@ def card_body(facts: dict[str, Any]) -> str:
     if facts["model"] == "adaptive":
         how += ", on the source data plus the unlabeled text of the target domains"
     elif facts["model"] == "baseline":
-        how = "fine-tuning on the labels without a teacher (the no-distillation baseline)"
+        how = "fine-tuning the teacher's layers and head on the labels, with no teacher term (the baseline)"
     intro = (
         f"{what.capitalize()} (`{facts['base_model'] or 'the teacher'}` fine-tuned on `{facts['dataset']}`), made "
         f"with hfkd by {how}."

@@ -3,10 +3,13 @@
     hfkd card runs/experiment_tweets                       # cards of the experiment's students (adaptive by default)
     hfkd push runs/distill_tweets --repo-id you/student    # a scripts/distill.py output folder
     hfkd push runs/experiment_tweets --repo-id you/student --model distilled [--private]
+    hfkd push runs/distill_tweets --repo-id you/student --dry-run   # list the files a push uploads; send nothing
 
 OUTPUT_DIR is a student folder (`scripts/distill.py`'s output_dir, or a stage folder of an experiment), or an
-experiment / evaluation folder holding `results.json` (then `--model` picks the student). The token comes from
-`HF_TOKEN` or `hf auth login`.
+experiment / evaluation folder holding `results.json` (then `--model` picks the student). A push uploads the
+student's top-level model, config, tokenizer and card files only (never `checkpoint-*/`, logs or run files);
+`--dry-run` prints them, one path per line, and writes and uploads nothing. The token comes from `HF_TOKEN` or
+`hf auth login`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 from typing import Any
 
 from .config import STUDENT_MODELS
-from .hub import HubError, push_student, write_model_card
+from .hub import HubError, make_model_card, push_student, student_files, write_model_card
 from .report import RESULTS_FILE, load_results
 
 STUDENTS = STUDENT_MODELS
@@ -62,6 +65,11 @@ def make_parser() -> argparse.ArgumentParser:
         sub.add_argument("--repo-id", required=name == "push", help="Hub repo, e.g. your-name/minilm-l3-tweets")
         if name == "push":
             sub.add_argument("--private", action="store_true", help="create the repo as private")
+            sub.add_argument(
+                "--dry-run",
+                action="store_true",
+                help="print the files a push would upload, one per line; write and upload nothing (works offline)",
+            )
     return parser
 
 
@@ -71,11 +79,20 @@ def main(argv: list[str] | None = None) -> int:
         folder, results, model = resolve(args.output_dir, args.model, args.results)
         if args.command == "card":
             print(f"Wrote {write_model_card(folder, results, model, args.repo_id)}")
+        elif args.dry_run:
+            files = student_files(folder)  # the very list push_student uploads
+            make_model_card(folder, results, model, args.repo_id)  # the card a push would write: made, never saved
+            print(f"dry run: a push of {folder} to {args.repo_id} uploads these files; nothing sent", file=sys.stderr)
+            print("\n".join(files))
         else:
             url = push_student(folder, args.repo_id, private=args.private or None, results=results, model=model)
             print(f"Pushed {folder} to {args.repo_id}: {url}")
     except (HubError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        from .runs import report_error, show_traceback  # the scripts' one-line report; HFKD_TRACEBACK=1 for more
+
+        if show_traceback():
+            raise
+        report_error(error)
         return 1
     return 0
 

@@ -102,7 +102,15 @@ class DataArguments:
     class_names: list[str] | None = field(
         default=None,
         metadata={
-            "help": "The label space (class names in id order). Default: the sorted label names found in the data."
+            "help": "The label space (class names in id order); integer labels are ids into it (0 is the first name). "
+            "Default: the sorted label names found in the data; integer labels are their own names, in numeric order."
+        },
+    )
+    encoding: str = field(
+        default="utf-8",
+        metadata={
+            "help": "Text encoding of local csv/tsv/json/jsonl files, e.g. 'latin-1' or 'cp1252' for files saved by "
+            "older Windows tools (not used for parquet, the built-in tweets or Hub datasets)."
         },
     )
     max_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens (dynamic padding)."})
@@ -113,6 +121,15 @@ class DataArguments:
         default=0.1, metadata={"help": "Fraction of a domain put in test when the source has no such split."}
     )
     split_seed: int = field(default=42, metadata={"help": "Seed of the text hash that assigns rows to splits."})
+    deduplicate: bool = field(
+        default=True,
+        metadata={
+            "help": "Compare texts by a normalised key (lower-cased; a leading 'RT @x:' cut, @mentions as @user, "
+            "links as http, spacing collapsed): of a domain's train rows with one key the first is kept, none if "
+            "their labels disagree; splits are hashed on the key; train rows whose key is in a validation/test split "
+            "are dropped. false: no de-duplication (tweets: exact text only) and the raw-text hash of earlier hfkd."
+        },
+    )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Keep at most this many training rows per domain (quick runs, debugging)."}
     )
@@ -184,7 +201,14 @@ class FinetuneArguments:
     """
 
     output_dir: str = field(default="runs/finetune", metadata={"help": "Where the model, checkpoints and metrics go."})
-    num_train_epochs: int = field(default=3, metadata={"help": "Number of passes over the training data."})
+    num_train_epochs: float = field(
+        default=3.0,
+        metadata={
+            "help": "Number of passes over the training data; a fraction counts optimizer steps the way "
+            "`transformers.Trainer` does (ceil(epochs * steps per epoch)), so the loop and the Trainer take the same "
+            "number of steps for the same value."
+        },
+    )
     max_steps: int = field(default=-1, metadata={"help": "If > 0, stop after this many optimizer steps."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per process."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
@@ -221,7 +245,7 @@ class FinetuneArguments:
     overwrite_output_dir: bool = overwrite_output_dir_field()
 
     def __post_init__(self):
-        check_range("num_train_epochs", self.num_train_epochs, 1)
+        check_range("num_train_epochs", self.num_train_epochs, 0, low_open=True)
         check_range("per_device_train_batch_size", self.per_device_train_batch_size, 1)
         check_range("per_device_eval_batch_size", self.per_device_eval_batch_size, 1)
         check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1)
@@ -298,10 +322,12 @@ class DistillationArguments(TrainingArguments):
         default=0.0, metadata={"help": "Weight of the MSE between the embedding outputs. 0 = off."}
     )
     layer_map: str = field(
-        default="uniform",
+        default="auto",
         metadata={
-            "help": "Which teacher layer each student layer is compared with: 'uniform' (student layer i <-> teacher "
-            "layer round((i+1) * Lt / Ls) - 1), 'last', or one teacher layer per student layer, e.g. '0,3,5'."
+            "help": "Which teacher layer each student layer is compared with: 'auto' (the teacher layers a student "
+            "cut from the teacher was copied from, e.g. 0,3,5 for 3 of 6; else 'uniform'), 'uniform' (student layer "
+            "i <-> teacher layer round((i+1) * Lt / Ls) - 1, e.g. 1,3,5), 'last', or one teacher layer per student "
+            "layer, e.g. '0,3,5'."
         },
     )
     grad_health: bool = grad_health_field()
@@ -415,7 +441,7 @@ class ExperimentArguments:
             "always needed (trained here, or given with teacher_model_name_or_path)."
         },
     )
-    teacher_num_train_epochs: int | None = field(
+    teacher_num_train_epochs: float | None = field(
         default=None, metadata={"help": "Epochs for fine-tuning the teacher. Default: num_train_epochs."}
     )
     teacher_learning_rate: float | None = field(
@@ -468,7 +494,7 @@ class ExperimentArguments:
                 f"models={self.models!r} has unknown entries {unknown}; choose from {list(EXPERIMENT_MODELS)}."
             )
         self.models = [m for m in EXPERIMENT_MODELS if m in self.models]
-        check_range("teacher_num_train_epochs", self.teacher_num_train_epochs, 1)
+        check_range("teacher_num_train_epochs", self.teacher_num_train_epochs, 0, low_open=True)
         check_range("teacher_learning_rate", self.teacher_learning_rate, 0, low_open=True)
         check_range("unlabeled_ratio", self.unlabeled_ratio, 0, low_open=True, hint="use e.g. 1.0")
         check_range("intermediate_hidden_weight", self.intermediate_hidden_weight, 0)

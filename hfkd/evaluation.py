@@ -69,22 +69,19 @@ def load_model_for_eval(name_or_path: str, label_names: Sequence[str]) -> tuple[
             f"Model {name_or_path!r} has no trained classification head (architectures {config.architectures}); "
             "evaluate fine-tuned classifiers, e.g. the output_dir of scripts/finetune.py or scripts/distill.py."
         )
-    model = load_classifier(name_or_path, label_names=None)
-    names = model_label_names(model.config)
-    if labels_are_generic(model.config):
-        if len(names) != len(label_names):
-            raise ValueError(
-                f"Model {name_or_path!r} has {len(names)} generic labels but the data has {len(label_names)} "
-                f"({list(label_names)}); evaluate a model fine-tuned on this label space."
-            )
-        logger.warning(f"Model {name_or_path!r} has generic label names; assuming they mean {list(label_names)}.")
-        model.config.id2label = dict(enumerate(label_names))
-        model.config.label2id = {n: i for i, n in enumerate(label_names)}
-    elif sorted(names) != sorted(label_names):
+    names = model_label_names(config)
+    if labels_are_generic(config) and len(names) != len(label_names):
+        raise ValueError(
+            f"Model {name_or_path!r} has {len(names)} generic labels but the data has {len(label_names)} "
+            f"({list(label_names)}); evaluate a model fine-tuned on this label space."
+        )
+    if not labels_are_generic(config) and sorted(names) != sorted(label_names):
         raise ValueError(
             f"Model {name_or_path!r} predicts {names} but the data's labels are {list(label_names)}; evaluate it on "
             "data with the same label names (set class_names), or pass a model trained on these labels."
         )
+    # In the data's label order: a trained head reordered by name, generic LABEL_i taken as the data's i-th label.
+    model = load_classifier(name_or_path, label_names=label_names)
     return model, load_tokenizer(name_or_path)
 
 

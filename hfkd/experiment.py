@@ -3,7 +3,8 @@
 One *block* trains on the source domain(s) and evaluates on every domain:
 
 1. `teacher`: the base model fine-tuned on the source labels (the plain Accelerate loop);
-2. `baseline`: the student (the teacher's layers, DistilBERT-style) fine-tuned on the source labels, no teacher;
+2. `baseline`: the student (the teacher's layers and head) fine-tuned on the source labels, no teacher term, for as
+   many optimizer steps as the distilled student;
 3. `distilled`: the same student distilled from the teacher on the source data ([`DistillationTrainer`]);
 4. `adaptive`: the same, plus unlabeled training text of the target domains (those rows only get the KL term);
 5. every model evaluated on the test split of every domain ([`evaluate_models`]).
@@ -64,7 +65,7 @@ def finetune_arguments(args: DistillationArguments, output_dir: str, **overrides
     """The plain loop's arguments with the same optimisation settings as the distillation ones (a fair baseline)."""
     values = dict(
         output_dir=output_dir,
-        num_train_epochs=max(1, round(args.num_train_epochs)),
+        num_train_epochs=args.num_train_epochs,  # same optimizer steps as the Trainer's students
         max_steps=args.max_steps,
         per_device_train_batch_size=args.per_device_train_batch_size,
         per_device_eval_batch_size=args.per_device_eval_batch_size,
@@ -425,7 +426,8 @@ class Experiment:
         )
         text = {
             "teacher": base,
-            "baseline": f"{student}, fine-tuned on the source labels without a teacher",
+            "baseline": f"{student}{'' if self.args.student_model_name_or_path else ' and its head'}, fine-tuned on "
+            "the source labels with no teacher term (as many optimizer steps as the distilled student)",
             "distilled": f"{student}, distilled from the teacher on the source data (T={self.args.temperature}, "
             f"alpha={self.args.alpha})",
             "intermediate": f"{student}, distilled on the source data with hidden-state "

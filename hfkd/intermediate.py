@@ -5,11 +5,15 @@ compared with which teacher layer (`layer_map`), the learned projections when th
 teacher, and the forward-pass options the terms need (hidden states, attention probabilities).
 
 The projections are trained with the student. They live on the student as the submodule `hfkd_projection`, so that
-the optimizer, DDP and the Trainer's checkpoints (and therefore `resume_from_checkpoint`) include them; the trainer
-leaves them out of the final saved student, which stays a plain Hugging Face model.
+the optimizer and the Trainer's checkpoints (and therefore `resume_from_checkpoint`) include them; the trainer leaves
+them out of the final saved student, which stays a plain Hugging Face model. For training, [`ProjectedStudent`] runs
+the student and the projections in one `forward`: that module is what DDP wraps, since DDP only accepts parameters
+used inside the forward pass it wraps.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +45,18 @@ def num_heads(model: PreTrainedModel) -> int:
     return _config_value(model, "num_attention_heads", "n_heads")
 
 
+def recorded_teacher_layers(student: PreTrainedModel, teacher: PreTrainedModel) -> list[int] | None:
+    """The teacher layers the student was cut from, as [`~hfkd.students.student_from_teacher`] records them in
+    `config.hfkd_student` (kept by `save_pretrained`); `None` when the student records none, or was cut from a teacher
+    of another depth (whose layer ids name other layers than this teacher's)."""
+    record = getattr(student.config, "hfkd_student", None)
+    if not isinstance(record, dict) or record.get("layer_ids") is None:
+        return None
+    if record.get("num_teacher_layers") != num_layers(teacher):
+        return None
+    return list(record["layer_ids"])
+
+
 class IntermediateTerms:
     """The hidden-state, attention and embedding terms of one student/teacher pair (the weights > 0 of `args`)."""
 
@@ -52,7 +68,12 @@ class IntermediateTerms:
         }
         self.active = [name for name in TERMS if self.weights[name] > 0]
         self.hidden_kind, self.attention_kind = args.hidden_loss, args.attention_loss
-        self.pairs = resolve_layer_map(args.layer_map, num_layers(student), num_layers(teacher))
+        recorded = recorded_teacher_layers(student, teacher)
+        self.pairs = resolve_layer_map(args.layer_map, num_layers(student), num_layers(teacher), recorded)
+        how = ""
+        if args.layer_map == "auto":
+            cut = recorded is not None and self.pairs == list(enumerate(recorded))
+            how = " (the teacher layers the student was cut from)" if cut else " (uniform: no record of those layers)"
         if "attention" in self.active:
             if num_heads(student) != num_heads(teacher):
                 raise ValueError(
@@ -62,14 +83,18 @@ class IntermediateTerms:
             for model in (student, teacher):  # SDPA / flash kernels do not return attention probabilities
                 model.set_attn_implementation("eager")
         widths = hidden_size(student), hidden_size(teacher)
-        if ("hidden" in self.active or "embedding" in self.active) and widths[0] != widths[1]:
+        self.has_projections = ("hidden" in self.active or "embedding" in self.active) and widths[0] != widths[1]
+        if self.has_projections:
             names = [f"layer_{s}" for s, _ in self.pairs] * ("hidden" in self.active)
             names += ["embeddings"] * ("embedding" in self.active)
             projection = nn.ModuleDict({name: nn.Linear(*widths) for name in names})
             param = next(student.parameters())
             setattr(student, PROJECTION_ATTR, projection.to(device=param.device, dtype=param.dtype))
             logger.info(f"Student width {widths[0]} != teacher width {widths[1]}: learned projections for {names}.")
-        logger.info(f"Intermediate terms {self.active}, layer pairs (student, teacher) {self.pairs}.")
+        logger.info(
+            f"Intermediate terms {self.active}, layer_map={args.layer_map!r}{how}: layer pairs (student, teacher) "
+            f"{self.pairs}."
+        )
 
     def forward_kwargs(self) -> dict[str, bool]:
         kwargs = {}
@@ -79,24 +104,33 @@ class IntermediateTerms:
             kwargs["output_attentions"] = True
         return kwargs
 
-    def per_row(self, student: nn.Module, student_out, teacher_out, attention_mask: torch.Tensor) -> dict:
-        """`{term: (batch_size,) tensor}` of the active terms; layer terms are averaged over the layer pairs."""
+    def student_states(self, student: nn.Module, student_out) -> dict[str, torch.Tensor]:
+        """The student's hidden states that the hidden and embedding terms compare, by projection name (`layer_{s}`,
+        `embeddings`), each projected to the teacher's width when the student is narrower."""
+        hidden = student_out.hidden_states
+        states = {}
+        if "hidden" in self.active:
+            states |= {f"layer_{s}": hidden[s + 1] for s, _ in self.pairs}
+        if "embedding" in self.active:
+            states["embeddings"] = hidden[0]
         projection = getattr(student, PROJECTION_ATTR, None)
+        if projection is not None:
+            states = {name: projection[name](state) for name, state in states.items()}
+        return states
 
-        def project(name: str, hidden: torch.Tensor) -> torch.Tensor:
-            return projection[name](hidden) if projection is not None else hidden
+    def per_row(self, student_states: dict, student_out, teacher_out, attention_mask: torch.Tensor) -> dict:
+        """`{term: (batch_size,) tensor}` of the active terms; layer terms are averaged over the layer pairs.
 
+        `student_states` are [`~IntermediateTerms.student_states`], computed inside the forward pass of
+        [`ProjectedStudent`].
+        """
         terms = {}
-        s_hidden, t_hidden = student_out.hidden_states, teacher_out.hidden_states
+        t_hidden = teacher_out.hidden_states
         if "hidden" in self.active:
             terms["hidden"] = torch.stack(
                 [
                     hidden_state_loss(
-                        project(f"layer_{s}", s_hidden[s + 1]),
-                        t_hidden[t + 1],
-                        attention_mask,
-                        self.hidden_kind,
-                        "none",
+                        student_states[f"layer_{s}"], t_hidden[t + 1], attention_mask, self.hidden_kind, "none"
                     )
                     for s, t in self.pairs
                 ]
@@ -110,6 +144,32 @@ class IntermediateTerms:
                 ]
             ).mean(0)
         if "embedding" in self.active:
-            embeddings = project("embeddings", s_hidden[0])
+            embeddings = student_states["embeddings"]
             terms["embedding"] = hidden_state_loss(embeddings, t_hidden[0], attention_mask, "mse", "none")
         return terms
+
+
+class ProjectedStudent(nn.Module):
+    """The student and its projections as one module, for training with intermediate terms.
+
+    DDP (with `find_unused_parameters`) rejects a parameter whose gradient arrives without it having been used in the
+    forward pass it wraps, so the projections must run inside that forward: [`DistillationTrainer`] has this module,
+    not the bare student, wrapped for training. It owns no parameters of its own (the projections stay on the student
+    as `hfkd_projection`), so the optimizer, checkpoints and the saved student are those of the student.
+
+    Args:
+        student (`nn.Module`): the student (its projections, if any, attached by [`IntermediateTerms`]).
+        terms ([`IntermediateTerms`]): which outputs to ask the student for and which hidden states to project.
+    """
+
+    def __init__(self, student: nn.Module, terms: IntermediateTerms):
+        super().__init__()
+        self.student = student
+        self.terms = terms
+        self.training = student.training  # the student's mode, set without touching its submodules' modes
+
+    def forward(self, **inputs) -> tuple[Any, dict[str, torch.Tensor]]:
+        """`(student outputs, student_states)`: the student's outputs with the hidden states and attentions the terms
+        need, and its (projected) hidden states for [`~IntermediateTerms.per_row`]."""
+        outputs = self.student(**inputs, **self.terms.forward_kwargs())
+        return outputs, self.terms.student_states(self.student, outputs)

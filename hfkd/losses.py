@@ -8,7 +8,7 @@ accumulation exact.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -228,32 +228,58 @@ def attention_loss(
 
 
 def resolve_layer_map(
-    layer_map: str | list[int], num_student_layers: int, num_teacher_layers: int
+    layer_map: str | Sequence[int],
+    num_student_layers: int,
+    num_teacher_layers: int,
+    student_layer_ids: Sequence[int] | None = None,
 ) -> list[tuple[int, int]]:
     """`(student layer, teacher layer)` pairs (0-based) that the intermediate terms compare.
 
     Args:
-        layer_map: `"uniform"` (student layer i matches teacher layer round((i + 1) * Lt / Ls) - 1, rounded half up:
-            3 of 6 -> 1, 3, 5), `"last"` (the last layers only), or one teacher layer per student layer, as a list or
-            a comma-separated string (`"0,3,5"`).
+        layer_map: `"auto"` (the teacher layers the student was cut from, `student_layer_ids`, when given; else
+            `"uniform"`), `"uniform"` (student layer i matches teacher layer round((i + 1) * Lt / Ls) - 1, rounded
+            half up: 3 of 6 -> 1, 3, 5), `"last"` (the last layers only), or one teacher layer per student layer, as a
+            list or a comma-separated string (`"0,3,5"`).
+        num_student_layers (`int`), num_teacher_layers (`int`): the two depths.
+        student_layer_ids (`Sequence[int]`, *optional*): the teacher layer each student layer was copied from, as
+            `hfkd.students.student_from_teacher` records it (`config.hfkd_student["layer_ids"]`; 3 of 6 -> 0, 3, 5).
+            Used by `"auto"` when it has one valid teacher layer per student layer.
     """
     ls, lt = num_student_layers, num_teacher_layers
-    if layer_map == "uniform":
+    recorded = _layer_ids(student_layer_ids, ls, lt) if student_layer_ids is not None else None
+    if layer_map == "auto" and recorded is not None:
+        return list(enumerate(recorded))
+    if layer_map in ("auto", "uniform"):
         if ls > lt:
             raise ValueError(
-                f"layer_map='uniform' needs a student no deeper than the teacher; got {ls} > {lt} layers."
+                f"layer_map={layer_map!r} pairs the layers uniformly, which needs a student no deeper than the "
+                f"teacher; got {ls} > {lt} layers. Give one teacher layer per student layer instead (a teacher layer "
+                f"may repeat), e.g. '{','.join(str(min(i, lt - 1)) for i in range(ls))}'."
             )
         return [(i, int((i + 1) * lt / ls + 0.5) - 1) for i in range(ls)]
     if layer_map == "last":
         return [(ls - 1, lt - 1)]
-    try:
-        ids = [int(x) for x in (layer_map.split(",") if isinstance(layer_map, str) else layer_map)]
-    except (TypeError, ValueError):
-        ids = None
-    if ids is None or len(ids) != ls or any(not 0 <= i < lt for i in ids):
+    ids = _layer_ids(layer_map.split(",") if isinstance(layer_map, str) else layer_map, ls, lt)
+    if ids is None:
+        if recorded is not None:
+            example = recorded
+        elif ls <= lt:
+            example = [t for _, t in resolve_layer_map("uniform", ls, lt)]
+        else:  # deeper than the teacher: some teacher layers serve several student layers
+            example = [min(i, lt - 1) for i in range(ls)]
         raise ValueError(
-            f"layer_map={layer_map!r} is not valid for a {ls}-layer student and a {lt}-layer teacher: use 'uniform', "
-            f"'last', or {ls} teacher layers in [0, {lt - 1}], e.g. "
-            f"'{','.join(str(i) for _, i in resolve_layer_map('uniform', ls, lt)) if ls <= lt else '0'}'."
+            f"layer_map={layer_map!r} is not valid for a {ls}-layer student and a {lt}-layer teacher: use 'auto', "
+            f"'uniform', 'last', or {ls} teacher layers in [0, {lt - 1}], e.g. '{','.join(str(i) for i in example)}'."
         )
     return list(enumerate(ids))
+
+
+def _layer_ids(values, num_student_layers: int, num_teacher_layers: int) -> list[int] | None:
+    """`values` as one teacher layer id per student layer, or `None` when they are not that."""
+    try:
+        ids = [int(x) for x in values]
+    except (TypeError, ValueError):
+        return None
+    if len(ids) != num_student_layers or any(not 0 <= i < num_teacher_layers for i in ids):
+        return None
+    return ids

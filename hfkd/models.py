@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
+import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedConfig
 from transformers.modeling_utils import PreTrainedModel
 from transformers.utils import logging
@@ -266,8 +267,11 @@ def load_classifier(
       e.g. a bare `BertModel` such as `builtin:minilm-l6`) or with only the placeholder labels `LABEL_0, ...` gets a
       head for `label_names` (`num_labels`, `id2label`, `label2id`). A new head is freshly initialised; a placeholder
       head of the same size keeps its weights and is taken to be in the order of `label_names` (a warning says so).
-    - A classifier with real label names is kept as it is when its names equal `label_names` as a set (the order may
-      differ: map labels by name, see [`model_label_names`]); other names raise a `ValueError`.
+    - A classifier with real label names must have the names of `label_names` (as a set; others raise a
+      `ValueError`). When their id order differs (common on the Hub, e.g. `{0: positive, 1: negative, 2: neutral}`),
+      the rows of the output layer and `id2label` / `label2id` are permuted into the order of `label_names`: the
+      model computes the same function by label name, and logit column `i` is `label_names[i]` everywhere after
+      (training labels, cached teacher logits, students copied from it, evaluation). See [`reorder_labels`].
 
     Args:
         name_or_path (`str`): see [`resolve_model_name_or_path`].
@@ -306,9 +310,11 @@ def load_classifier(
                 f"{label_names}. Use a checkpoint trained on these labels, or start from a base model (no "
                 "classification head) so that a new head is created for them."
             )
+        model = AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
         if found != label_names:
-            logger.info(f"{name_or_path!r} has the labels {found} in another order than {label_names}; map by name.")
-        return AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
+            logger.info(f"{name_or_path!r} has the labels {found}; its head is reordered to {label_names}.")
+            reorder_labels(model, label_names)
+        return model
 
     resized = _is_classifier(config) and len(model_label_names(config)) != len(label_names)
     if _is_classifier(config) and not resized:
@@ -322,3 +328,57 @@ def load_classifier(
     if resized:
         kwargs.setdefault("ignore_mismatched_sizes", True)
     return AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
+
+
+def classification_output_layer(model: PreTrainedModel) -> torch.nn.Linear:
+    """The linear layer that produces a sequence classifier's logits: the last `nn.Linear` with `num_labels` outputs
+    (BERT's and DistilBERT's `classifier`, RoBERTa's and ELECTRA's `classifier.out_proj`, ...)."""
+    num_labels = model.config.num_labels
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == num_labels]
+    if not layers:
+        raise ValueError(
+            f"Could not find the output layer of {type(model).__name__} (no nn.Linear with num_labels={num_labels} "
+            "outputs), so its labels cannot be put in the data's order. Fine-tune it with the data's label order."
+        )
+    return layers[-1]
+
+
+@torch.no_grad()
+def reorder_labels(model: PreTrainedModel, label_names: Sequence[str]) -> PreTrainedModel:
+    """
+    Put a classifier's labels in the order of `label_names`, in place: the rows of its output layer (weight and bias)
+    and `config.id2label` / `config.label2id` are permuted together, so the model computes the same function by label
+    name and its logit column `i` is `label_names[i]`.
+
+    Args:
+        model (`PreTrainedModel`): a sequence classifier whose label names are those of `label_names`.
+        label_names (`Sequence[str]`): the order wanted (the data's).
+
+    Raises:
+        `ValueError`: when the names differ, or when the output layer cannot be found or permuting it does not permute
+            the logits (checked on the model's dummy inputs), which would mean another layer produces them.
+    """
+    names, label_names = model_label_names(model), [str(n) for n in label_names]
+    if sorted(names) != sorted(label_names):
+        raise ValueError(f"Cannot reorder the labels {names} to {label_names}: they are not the same names.")
+    if names == label_names:
+        return model
+    order = torch.tensor([names.index(name) for name in label_names])
+    layer = classification_output_layer(model)
+    probe = {k: v.to(layer.weight.device) for k, v in model.dummy_inputs.items() if k == "input_ids"}
+    training = model.training
+    model.eval()
+    before = model(**probe).logits
+    layer.weight.copy_(layer.weight[order])
+    if layer.bias is not None:
+        layer.bias.copy_(layer.bias[order])
+    after = model(**probe).logits
+    model.train(training)
+    if not torch.allclose(after, before[:, order], atol=1e-4, rtol=1e-3):
+        raise ValueError(
+            f"Permuting {type(model).__name__}'s output layer did not permute its logits, so its labels {names} "
+            f"cannot be put in the data's order {label_names}. Fine-tune it with the data's label order."
+        )
+    model.config.id2label = dict(enumerate(label_names))
+    model.config.label2id = {name: i for i, name in enumerate(label_names)}
+    return model

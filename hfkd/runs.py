@@ -45,9 +45,11 @@ def load_data(data_args: DataArguments, names: list[str] | None = _SOURCES) -> d
         label_column=data_args.label_column,
         domain_column=data_args.domain_column,
         label_names=data_args.class_names,
+        encoding=data_args.encoding,
         validation_size=data_args.validation_size,
         test_size=data_args.test_size,
         split_seed=data_args.split_seed,
+        deduplicate=data_args.deduplicate,
         max_train_samples=data_args.max_train_samples,
         max_eval_samples=data_args.max_eval_samples,
     )
@@ -144,19 +146,93 @@ def launch_command(script: str) -> str:
     return f"accelerate launch scripts/{script}.py {shlex.join(args)}".rstrip()
 
 
-@contextlib.contextmanager
-def exit_on_hub_error():
-    """In a script's `__main__`: a known push failure (`hfkd.hub.HubError`) ends the script with its one-line message
-    on stderr and exit code 1, no traceback; everything was saved before the push."""
+TRACEBACK_ENV = "HFKD_TRACEBACK"
+# How long a process other than the main one waits before it reports a bad input: when the main process failed on the
+# same input (the usual case: every process reads the same config and data), it exits at once and torchrun stops the
+# others meanwhile (it checks every 0.1 s under `accelerate launch`), so that the message is printed once.
+OTHER_RANK_REPORT_DELAY_S = 5.0
+
+
+def bad_input_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions hfkd raises, with a message that names the fix, for input it cannot use: a config value, a
+    data file, a model path, a missing optional package (the demo extra), a push that cannot work."""
+    from .hub import HubError
+
+    return (ValueError, FileNotFoundError, ImportError, HubError)
+
+
+def show_traceback() -> bool:
+    """Whether `HFKD_TRACEBACK` (e.g. `HFKD_TRACEBACK=1`) asks for the full traceback of a bad input."""
+    return os.environ.get(TRACEBACK_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def report_error(error: BaseException) -> None:
+    """Print `error: <message>` on stderr, once for a run of several processes.
+
+    The main process (rank 0) prints at once. Another process waits `OTHER_RANK_REPORT_DELAY_S` first and then
+    prints `error: [rank N] <message>`: if the main process failed too, the launcher has stopped this one by then
+    (`exit_on_bad_input` makes the main process of a multi-process run exit without delay).
+    A bad input that hfkd did not raise itself (its message may not say where) gets a pointer to `HFKD_TRACEBACK`.
+    """
     import sys
 
-    from .hub import HubError
+    message = str(error) or type(error).__name__
+    if not _raised_by_hfkd(error):
+        message += f" ({type(error).__name__}; {TRACEBACK_ENV}=1 shows where it was raised)"
+    rank, world_size = _rank_and_world_size()
+    if world_size > 1 and rank != 0:
+        time.sleep(OTHER_RANK_REPORT_DELAY_S)
+        message = f"[rank {rank}] {message}"
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _rank_and_world_size() -> tuple[int, int]:
+    """This process's rank and the number of processes, as torchrun / `accelerate launch` set them (0, 1 if unset)."""
+    try:
+        return int(os.environ.get("RANK") or 0), int(os.environ.get("WORLD_SIZE") or 1)
+    except ValueError:
+        return 0, 1
+
+
+def _raised_by_hfkd(error: BaseException) -> bool:
+    traceback = error.__traceback__
+    if traceback is None:
+        return True  # not raised (made and passed on): nothing to point at
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.abspath(traceback.tb_frame.f_code.co_filename).startswith(here + os.sep)
+
+
+@contextlib.contextmanager
+def exit_on_bad_input():
+    """In a script's `__main__`: a known bad input (see `bad_input_errors`: a wrong config value or data file, a
+    missing optional package, a push that cannot work) ends the script with one `error: <message>` line on stderr and
+    exit code 1, no traceback (see `report_error`); `HFKD_TRACEBACK=1` shows the traceback instead. Anything else
+    (a bug) keeps its traceback. A failed push comes after everything was saved.
+
+    Under `accelerate launch`, Accelerate adds its own `CalledProcessError` traceback for any failed script unless it
+    is run as `accelerate launch -q`; torchrun (several processes) always prints a summary of the failed process.
+    """
+    import sys
 
     try:
         yield
-    except HubError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except bad_input_errors() as error:
+        if show_traceback():
+            raise
+        report_error(error)
+        rank, world_size = _rank_and_world_size()
+        if world_size > 1 and rank == 0:
+            # At once: tearing down torch.distributed and the interpreter takes seconds, and the launcher should stop
+            # the other processes before they report the same input (it stops them without cleanup in any case).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         raise SystemExit(1) from None
+
+
+exit_on_hub_error = exit_on_bad_input  # its former name, when it caught failed pushes only
 
 
 def setup_logging() -> None:

@@ -6,14 +6,16 @@ length-sorted batches, a large batch, bf16/fp16 autocast on GPUs when training u
 as the `teacher_logits` column that [`DistillationTrainer`] reads instead of calling the teacher.
 
 The logits live in `datasets`' Arrow format on disk (memory-mapped, not held in RAM), in a folder named by a hash of
-their provenance: the teacher's weights and config (or Hub commit), its tokenizer, the texts, `max_length` and the
-label names. A changed teacher, tokenizer, data or setting therefore gets its own folder and is computed anew; it can
-never be mistaken for an old one. `hfkd_cache.json` beside the Arrow files records that provenance; a folder whose
-record or contents do not match (wrong shape, NaN/inf) is an error that names the file.
+their provenance: the teacher's weights and config (or Hub commit), its tokenizer, the texts, `max_length`, the label
+names and the autocast dtype of the forward pass. A changed teacher, tokenizer, data or setting therefore gets its own
+folder and is computed anew; it can never be mistaken for an old one. `hfkd_cache.json` beside the Arrow files records
+that provenance; a folder whose record or contents do not match (wrong shape, NaN/inf) is an error that names the file.
 
 The cache is built from the raw text with the *teacher's* tokenizer, so the student may tokenise differently
 (cross-tokenizer distillation). Under several processes the main process computes and writes it while the others
-wait, then every process memory-maps the same files.
+wait, then every process memory-maps the same files. Separate runs that need the same folder at the same time take
+turns on a file lock (`.locks/<hash>.lock` in the cache directory): one computes, the others wait and then use its
+files. A folder appears at once (written beside it, then renamed) and is never deleted by another run.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from accelerate import PartialState
 from datasets import Dataset, Features, Sequence, Value, concatenate_datasets
+from filelock import FileLock, Timeout
 from transformers import PreTrainedModel
 from transformers.utils import logging
 
@@ -38,7 +43,8 @@ from .trainer import TEACHER_LOGITS_COLUMN
 logger = logging.get_logger(__name__)
 
 CACHE_RECORD = "hfkd_cache.json"
-CACHE_FORMAT = "hfkd-teacher-logits/1"
+CACHE_FORMAT = "hfkd-teacher-logits/2"  # 2: tokenizer fingerprint without call state; autocast dtype; Hub commit
+LOCK_DIR = ".locks"
 
 
 def default_cache_dir() -> str:
@@ -46,24 +52,103 @@ def default_cache_dir() -> str:
     return os.path.join(hfkd_cache_dir(), "teacher_logits")
 
 
+def hub_commit(repo_id: str) -> str | None:
+    """
+    The commit `from_pretrained(repo_id)` would load now, without downloading the weights.
+
+    It resolves `config.json` as `from_pretrained` does: online, where `main` points on the Hub (fetching that small
+    file if it changed); offline (`HF_HUB_OFFLINE=1`) or when the Hub cannot be reached, the commit the Hub cache's
+    `refs/main` names. It needs no loaded model, so a loaded and a not yet loaded teacher share the cache.
+
+    Args:
+        repo_id (`str`): a Hub model id.
+
+    Returns:
+        `str | None`: the 40-hex commit, or `None` when it cannot be resolved (a warning says so).
+    """
+    from transformers.utils.hub import cached_file, extract_commit_hash
+
+    try:
+        resolved = cached_file(repo_id, "config.json")
+    except (OSError, ValueError) as error:
+        logger.warning(
+            f"Could not resolve the Hub commit of {repo_id!r} ({error}); its teacher-logit cache is keyed by the name "
+            "alone (a new commit under that name would reuse it); a local folder makes it exact."
+        )
+        return None
+    return extract_commit_hash(resolved, None)
+
+
 def teacher_fingerprint(name_or_path: str, teacher: PreTrainedModel | None = None) -> str:
-    """A local folder's weights and config; for a Hub id, the commit it was loaded from (when known)."""
+    """A local folder's weights and config; for a Hub id, `<id>@<commit>`: the commit `teacher` was loaded from when
+    its config says so, else the one `main` resolves to now (see [`hub_commit`]), loaded or not."""
     fingerprint = model_fingerprint(name_or_path)
-    commit = getattr(getattr(teacher, "config", None), "_commit_hash", None)
-    return f"{fingerprint}@{commit}" if fingerprint == name_or_path and commit else fingerprint
+    if fingerprint != name_or_path:  # a local folder: hashed
+        return fingerprint
+    # transformers 5 no longer keeps `_commit_hash` on a loaded config, so a loaded teacher needs the lookup too
+    commit = getattr(getattr(teacher, "config", None), "_commit_hash", None) or hub_commit(name_or_path)
+    return f"{fingerprint}@{commit}" if commit else fingerprint
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    """A hash of everything that decides the token ids: the full serialised fast tokenizer (else its vocabulary)."""
+    """
+    A hash of everything that decides the token ids: the full serialised fast tokenizer (else its vocabulary), its
+    class and its padding and truncation sides.
+
+    The backend's `truncation` and `padding` entries are left out: they hold whatever the *last call* asked for
+    (`transformers` sets them on every call), so a tokenizer that has already tokenised the student's data would
+    otherwise key another cache than a fresh one. The cache's own call sets them anew (its `max_length` is in the
+    key). The tokenizer itself is not changed.
+    """
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    if backend is not None:
+        serialised = json.loads(backend.to_str())
+        serialised.pop("truncation", None)
+        serialised.pop("padding", None)
+        text = json.dumps(serialised, sort_keys=True)
+    else:
+        text = json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    # the sides live on the Python object and are applied to the backend on each call
     text += f"|{type(tokenizer).__name__}|{getattr(tokenizer, 'padding_side', '')}"
+    text += f"|{getattr(tokenizer, 'truncation_side', '')}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def autocast_dtype(mixed_precision: str | None, device: torch.device | str | None = None) -> torch.dtype | None:
+    """
+    The dtype the teacher's forward pass autocasts to: bf16/fp16 with that `mixed_precision` on a CUDA device, none
+    (fp32) otherwise, as in [`hfkd.evaluation.predict`].
+
+    Args:
+        mixed_precision (`str`, *optional*): `"no"`, `"fp16"` or `"bf16"` (`None` is `"no"`).
+        device (`torch.device` or `str`, *optional*): where the pass runs; by default this process's device.
+    """
+    device = torch.device(device) if device is not None else PartialState().device
+    if device.type != "cuda":  # predict() autocasts on CUDA only
+        return None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision or "no")
+
+
 def cache_provenance(
-    texts: list[str], teacher_id: str, tokenizer, label_names: list[str], max_length: int
+    texts: list[str],
+    teacher_id: str,
+    tokenizer,
+    label_names: list[str],
+    max_length: int,
+    autocast: torch.dtype | None = None,
 ) -> dict[str, Any]:
+    """
+    What the cached logits depend on; its hash names the cache folder and `hfkd_cache.json` records it.
+
+    Args:
+        texts (`list[str]`): the raw texts, in order.
+        teacher_id (`str`): see [`teacher_fingerprint`].
+        tokenizer: the teacher's tokenizer (see [`tokenizer_fingerprint`]).
+        label_names (`list[str]`): the logit columns, in order.
+        max_length (`int`): the teacher's truncation length.
+        autocast (`torch.dtype`, *optional*): the autocast dtype actually used (see [`autocast_dtype`]); `None` for
+            fp32. Half-precision logits differ from fp32 ones, so neither is reused for the other.
+    """
     return {
         "format": CACHE_FORMAT,
         "teacher": teacher_id,
@@ -72,6 +157,7 @@ def cache_provenance(
         "rows": len(texts),
         "max_length": max_length,
         "label_names": list(label_names),
+        "autocast": str(autocast).removeprefix("torch.") if autocast is not None else "no",
     }
 
 
@@ -95,7 +181,7 @@ def compute_teacher_logits(
             f"The teacher predicts {names} but the data's labels are {list(label_names)}; fine-tune the teacher on "
             "these labels (scripts/finetune.py) or set class_names to the teacher's labels."
         )
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+    dtype = autocast_dtype(mixed_precision)
     table = Dataset.from_dict({"text": list(texts)})
     out = predict(
         teacher,
@@ -143,17 +229,50 @@ def load_cache(folder: str, provenance: dict[str, Any]) -> Dataset:
     return logits
 
 
-def _write_cache(folder: str, logits: np.ndarray, provenance: dict[str, Any]) -> None:
-    """Write next to `folder`, then rename: a killed run never leaves a half-written cache behind."""
-    tmp = f"{folder}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    features = Features({TEACHER_LOGITS_COLUMN: Sequence(Value("float32"), length=logits.shape[1])})
-    table = Dataset.from_dict({TEACHER_LOGITS_COLUMN: logits}, features=features)
-    table.save_to_disk(tmp)
-    with open(os.path.join(tmp, CACHE_RECORD), "w") as f:
-        json.dump(provenance, f, indent=2)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+def _write_cache(folder: str, logits: np.ndarray, provenance: dict[str, Any]) -> bool:
+    """Write into a hidden temporary folder beside `folder`, then rename it: a killed run never leaves a half-written
+    cache behind, and no reader ever sees one. When `folder` exists already (another run got there first: the same
+    provenance, so the same logits) it is kept and ours dropped. Returns whether ours was written."""
+    parent = os.path.dirname(folder) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.tmp-", dir=parent)
+    try:
+        features = Features({TEACHER_LOGITS_COLUMN: Sequence(Value("float32"), length=logits.shape[1])})
+        table = Dataset.from_dict({TEACHER_LOGITS_COLUMN: logits}, features=features)
+        table.save_to_disk(tmp)
+        with open(os.path.join(tmp, CACHE_RECORD), "w") as f:
+            json.dump(provenance, f, indent=2)
+        try:
+            os.rename(tmp, folder)  # fails on an existing non-empty folder: never replace another run's files
+        except OSError:
+            if not os.path.isdir(folder):
+                raise
+            logger.info(f"Another run wrote the teacher-logit cache {folder} meanwhile; using it.")
+            return False
+        return True
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful rename
+
+
+def _fill_cache(folder: str, provenance: dict[str, Any], compute: Callable[[], np.ndarray]) -> None:
+    """Compute and write the cache `folder` unless it exists. Under a file lock per folder, so that runs needing the
+    same logits at the same time compute them once: the others wait, then find the folder (checked again under the
+    lock) and use it."""
+    lock_dir = os.path.join(os.path.dirname(folder) or ".", LOCK_DIR)
+    os.makedirs(lock_dir, exist_ok=True)
+    lock = FileLock(os.path.join(lock_dir, f"{os.path.basename(folder)}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.info(f"Another run is computing the teacher logits for {folder}; waiting for it.")
+        lock.acquire()
+    try:
+        if os.path.isdir(folder):
+            logger.info(f"Another run computed the teacher logits in {folder} meanwhile; using them.")
+            return
+        _write_cache(folder, compute(), provenance)
+    finally:
+        lock.release()
 
 
 def with_teacher_logits(
@@ -180,28 +299,36 @@ def with_teacher_logits(
     texts = dataset[text_column]
     tokenizer = teacher_tokenizer or load_tokenizer(teacher_name_or_path)
     provenance = cache_provenance(
-        texts, teacher_fingerprint(teacher_name_or_path, teacher), tokenizer, label_names, max_length
+        texts,
+        teacher_fingerprint(teacher_name_or_path, teacher),
+        tokenizer,
+        label_names,
+        max_length,
+        autocast=autocast_dtype(mixed_precision),
     )
     folder = os.path.join(cache_dir or default_cache_dir(), stage_hash(provenance))
-    state = PartialState()
-    with state.main_process_first():  # the main process computes; the others then find it on disk
-        if not os.path.isdir(folder):
-            if teacher is None:
-                from .distill import load_teacher
 
-                teacher = load_teacher(teacher_name_or_path, label_names)
-            logger.info(f"Computing the teacher's logits on {len(texts)} rows once; caching them in {folder}.")
-            logits = compute_teacher_logits(
-                teacher,
-                tokenizer,
-                texts,
-                label_names,
-                max_length=max_length,
-                batch_size=batch_size,
-                mixed_precision=mixed_precision,
-            )
-            _write_cache(folder, logits, provenance)
-        else:
+    def compute() -> np.ndarray:
+        nonlocal teacher
+        if teacher is None:
+            from .distill import load_teacher
+
+            teacher = load_teacher(teacher_name_or_path, label_names)
+        logger.info(f"Computing the teacher's logits on {len(texts)} rows once; caching them in {folder}.")
+        return compute_teacher_logits(
+            teacher,
+            tokenizer,
+            texts,
+            label_names,
+            max_length=max_length,
+            batch_size=batch_size,
+            mixed_precision=mixed_precision,
+        )
+
+    with PartialState().main_process_first():  # the main process computes; the others then find it on disk
+        if os.path.isdir(folder):
             logger.info(f"Using the cached teacher logits in {folder} ({len(texts)} rows).")
+        else:
+            _fill_cache(folder, provenance, compute)
         logits = load_cache(folder, provenance)
     return concatenate_datasets([dataset.remove_columns(text_column), logits], axis=1)

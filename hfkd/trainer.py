@@ -13,7 +13,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging
 
 from .config import DistillationArguments
-from .intermediate import PROJECTION_ATTR, TERMS, IntermediateTerms
+from .intermediate import PROJECTION_ATTR, TERMS, IntermediateTerms, ProjectedStudent
 from .losses import IGNORE_INDEX, get_distillation_loss, hard_label_ce
 
 logger = logging.get_logger(__name__)
@@ -97,6 +97,11 @@ class DistillationTrainer(Trainer):
     (never wrapped in DDP), run under no-grad with the student's autocast precision, and is never saved: checkpoints
     and the output folder hold the student alone.
 
+    With intermediate terms (`hidden_weight`, `attention_weight`, `embedding_weight` > 0) training calls the student
+    through [`~hfkd.intermediate.ProjectedStudent`], which also runs the learned projections of a student narrower than
+    the teacher, so that DDP wraps both. The projections are kept in checkpoints (`resume_from_checkpoint` restores
+    them) and left out of the student that `save_model` writes.
+
     Args:
         model (`PreTrainedModel`): the student.
         teacher_model (`PreTrainedModel`, *optional*): the fine-tuned teacher. Its labels must be the student's (by
@@ -140,6 +145,7 @@ class DistillationTrainer(Trainer):
             check_vocabularies(teacher_model, model, teacher_processing_class, kwargs.get("processing_class"))
         self.kd_loss_fn = get_distillation_loss(args.distillation_loss)
         self.intermediate = None
+        self._projected_student = None
         if args.uses_intermediate_terms:
             if teacher_model is None:
                 raise ValueError(
@@ -147,6 +153,7 @@ class DistillationTrainer(Trainer):
                     "states on every step): pass teacher_model, or set those weights to 0 to train on cached logits."
                 )
             self.intermediate = IntermediateTerms(args, model, teacher_model)  # may add projections to the student
+            self._projected_student = ProjectedStudent(model, self.intermediate)  # what training wraps (see below)
 
         super().__init__(model=model, args=args, **kwargs)
 
@@ -219,16 +226,26 @@ class DistillationTrainer(Trainer):
         the KD term needs the count of all rows, the CE term that of labelled rows, so both are counted in
         `get_batch_samples` instead.
         """
+        training = model.training
         labels = inputs.get("labels")
         student_inputs = {k: v for k, v in inputs.items() if k in self._student_input_names and k != "labels"}
-        extra = self.intermediate.forward_kwargs() if self.intermediate is not None else {}
-        outputs = model(**student_inputs, **extra)
-        student_logits = outputs.logits
-        teacher_outputs = None
-        if self.intermediate is not None:  # hidden states / attentions of the teacher: always online
-            with torch.no_grad():
+        teacher_outputs = student_states = None
+        if self.intermediate is not None:
+            if not isinstance(self.accelerator.unwrap_model(model), ProjectedStudent):
+                if isinstance(model, nn.parallel.DistributedDataParallel) and self.intermediate.has_projections:
+                    raise RuntimeError(  # it would fail in backward with a message about DDP internals
+                        "DDP wraps the student without its projections (ProjectedStudent), which cannot train: this "
+                        "Transformers version bypasses DistillationTrainer._prepare_for_training."
+                    )
+                # evaluation (and direct calls) get the bare student, never DDP-wrapped: run the projections with it
+                model = ProjectedStudent(model, self.intermediate)
+            outputs, student_states = model(**student_inputs)
+            with torch.no_grad():  # hidden states / attentions of the teacher: always online
                 teacher_inputs = {k: v for k, v in inputs.items() if k in self._teacher_input_names and k != "labels"}
-                teacher_outputs = self.teacher(**teacher_inputs, **extra)
+                teacher_outputs = self.teacher(**teacher_inputs, **self.intermediate.forward_kwargs())
+        else:
+            outputs = model(**student_inputs)
+        student_logits = outputs.logits
         teacher_logits = self.teacher_logits(inputs, teacher_outputs)
 
         kd_sum = self.kd_loss_fn(student_logits, teacher_logits, self.args.temperature, reduction="sum")
@@ -240,7 +257,7 @@ class DistillationTrainer(Trainer):
             labelled = torch.zeros((), dtype=torch.long, device=kd_sum.device)
         rows = student_logits.new_tensor(student_logits.shape[0], dtype=torch.long)
 
-        if model.training and self._step_counts is not None:
+        if training and self._step_counts is not None:
             # Normalise by the whole accumulated batch on all processes; DDP then averages over processes, hence the
             # world-size factor (the same choice Trainer makes with average_tokens_across_devices).
             total_rows, total_labelled = self._step_counts.to(kd_sum.device).unbind()
@@ -253,8 +270,7 @@ class DistillationTrainer(Trainer):
         )
         term_sums = [kd_sum.new_zeros(())] * len(TERMS)
         if self.intermediate is not None:  # per-row terms, normalised like the KD term (exact under accumulation)
-            student = self.accelerator.unwrap_model(model)
-            terms = self.intermediate.per_row(student, outputs, teacher_outputs, inputs["attention_mask"])
+            terms = self.intermediate.per_row(student_states, outputs, teacher_outputs, inputs["attention_mask"])
             for name, per_row in terms.items():
                 loss = loss + scale * self.intermediate.weights[name] * per_row.sum() / total_rows.clamp(min=1)
             term_sums = [terms[name].sum() if name in terms else kd_sum.new_zeros(()) for name in TERMS]
@@ -265,7 +281,7 @@ class DistillationTrainer(Trainer):
         # rows whose teacher logits are NaN/inf (a broken teacher, an fp16 overflow): counted on the device, checked
         # when logging (no per-step host sync)
         broken = (~torch.isfinite(teacher_logits).all(-1)).sum().float()
-        sums = self._loss_sums["train" if model.training else "eval"]
+        sums = self._loss_sums["train" if training else "eval"]
         parts = [kd_sum.detach(), rows.float(), ce_sum.detach(), labelled.float(), broken]
         parts += [t.detach() for t in term_sums]
         sums += torch.stack(parts).to(sums.device)
@@ -337,6 +353,32 @@ class DistillationTrainer(Trainer):
         self.last_grad_norm = norm = super()._get_grad_norm(model, grad_norm=grad_norm)
         return norm
 
+    # ---- the module that training wraps ------------------------------------------------------------------------
+
+    def _prepare_for_training(self, max_steps, train_dataloader, resume_from_checkpoint):
+        """With intermediate terms, have [`ProjectedStudent`] (the student and its projections in one forward)
+        wrapped for training instead of the bare student.
+
+        DDP with `find_unused_parameters` fails on the first backward when the projections, parameters of the module
+        it wraps, are used outside its forward ("Expected to mark a variable ready only once"). `self.model` stays the
+        student everywhere else (checkpoints, `resume_from_checkpoint`, evaluation, callbacks, `save_model`); only
+        `self.model_wrapped`, the module the training steps call, becomes DDP(ProjectedStudent). ProjectedStudent
+        owns no parameters, so the optimizer holds the student's parameters (projections included) in the same order
+        as without it, and older checkpoints' optimizer states still load.
+        """
+        if self._projected_student is None:
+            return super()._prepare_for_training(max_steps, train_dataloader, resume_from_checkpoint)
+        student = self.model
+        self.model = self._projected_student
+        if self.model_wrapped is student:  # not wrapped yet (a second train() finds DDP(ProjectedStudent) there)
+            self.model_wrapped = self._projected_student
+        try:
+            return super()._prepare_for_training(max_steps, train_dataloader, resume_from_checkpoint)
+        finally:
+            if self.model is self._projected_student:  # FSDP replaces self.model by the wrapped module: keep that
+                self.model = student
+            self.callback_handler.model = self.model
+
     # ---- saving ------------------------------------------------------------------------------------------------
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
@@ -351,6 +393,14 @@ class DistillationTrainer(Trainer):
             super().save_model(output_dir, _internal_call)
         finally:
             setattr(student, PROJECTION_ATTR, projection)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        # DeepSpeed gathers the state of the module it wraps, ProjectedStudent: its keys carry the "student." prefix
+        # that the student's own checkpoint does not have.
+        prefix = "student."
+        if self._projected_student is not None and state_dict and all(k.startswith(prefix) for k in state_dict):
+            state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
+        super()._save(output_dir, state_dict)
 
     # ---- columns -----------------------------------------------------------------------------------------------
 

@@ -71,36 +71,55 @@ def tweets_csv_path() -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=2)
-def _read_tweets(path: str, mtime_ns: int, size: int) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+@functools.lru_cache(maxsize=4)
+def _read_tweets(
+    path: str, mtime_ns: int, size: int, deduplicate: bool = True
+) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     """Parse the tweets CSV into `{domain: (texts, labels)}`; memoised per file version (mtime and size)."""
-    rules = _compiled_rules()
-    seen: set[str] = set()
-    rows: dict[str, tuple[list[str], list[str]]] = {name: ([], []) for name in TWEET_DOMAINS}
+    from .data import dedup_key, deduplicate_rows  # here, not at the top: hfkd.data imports this module
+
+    rows: list[tuple[str, str]] = []
     dropped = Counter()
     with open(path, encoding="latin-1", newline="") as f:
         for row in csv.DictReader(f):
             text, label = (row["text"] or "").strip(), (row["sentiment"] or "").strip().lower()
-            # Duplicates are dropped over the whole corpus first, so no text lands in two splits or two domains.
-            if not text or text in seen or label not in TWEET_LABELS:
-                dropped["empty, duplicate or unlabelled"] += 1
+            if not text or label not in TWEET_LABELS:
+                dropped["empty or unlabelled"] += 1
                 continue
-            seen.add(text)
-            matches = [name for name, rule in rules.items() if rule.search(text.lower())]
-            if len(matches) != 1:
-                dropped["no topic" if not matches else "several topics"] += 1
-                continue
-            rows[matches[0]][0].append(text)
-            rows[matches[0]][1].append(label)
-    logger.info(f"Read the tweets corpus {path}; dropped rows: {dict(dropped)}")
-    return {name: (tuple(texts), tuple(labels)) for name, (texts, labels) in rows.items()}
+            rows.append((text, label))
+    # Duplicates are dropped over the whole corpus, before the topic rules, so that no key lands in two splits or two
+    # domains. Without `deduplicate` only exact copies go (the first is kept whatever the labels), as hfkd did before
+    # it normalised the text: the splits behind results made then can be rebuilt.
+    if deduplicate:
+        kept, duplicates, conflicts = deduplicate_rows([dedup_key(text) for text, _ in rows], [y for _, y in rows])
+        dropped["labels disagree"] += conflicts
+    else:
+        kept, duplicates, _ = deduplicate_rows([text for text, _ in rows], [None] * len(rows))
+    dropped["duplicate"] += duplicates
+    rules = _compiled_rules()
+    by_domain: dict[str, tuple[list[str], list[str]]] = {name: ([], []) for name in TWEET_DOMAINS}
+    for i in kept:
+        text, label = rows[i]
+        # The topic rules read the raw text: the normalised key turns "@united" into "@user".
+        matches = [name for name, rule in rules.items() if rule.search(text.lower())]
+        if len(matches) != 1:
+            dropped["no topic" if not matches else "several topics"] += 1
+            continue
+        by_domain[matches[0]][0].append(text)
+        by_domain[matches[0]][1].append(label)
+    logger.info(f"Read the tweets corpus {path} (deduplicate={deduplicate}); dropped rows: {dict(dropped)}")
+    return {name: (tuple(texts), tuple(labels)) for name, (texts, labels) in by_domain.items()}
 
 
-def tweet_tables() -> dict[str, Dataset]:
-    """`{domain: Dataset(text, label)}` of the whole corpus (before splitting), label names as strings."""
+def tweet_tables(deduplicate: bool = True) -> dict[str, Dataset]:
+    """`{domain: Dataset(text, label)}` of the whole corpus (before splitting), label names as strings.
+
+    With `deduplicate` (the default) rows are de-duplicated on `hfkd.data.dedup_key` (see there); else on the exact
+    text, as hfkd did before.
+    """
     path = tweets_csv_path()
     stat = path.stat()
-    parsed = _read_tweets(str(path), stat.st_mtime_ns, stat.st_size)
+    parsed = _read_tweets(str(path), stat.st_mtime_ns, stat.st_size, deduplicate)
     return {
         name: Dataset.from_dict({"text": list(texts), "label": list(labels)})
         for name, (texts, labels) in parsed.items()

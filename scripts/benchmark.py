@@ -40,7 +40,7 @@ from hfkd import DistillationArguments, DistillationTrainer
 from hfkd.data import load_domains, tokenize_domains
 from hfkd.grad_health import add_gradient_health
 from hfkd.models import load_classifier, load_tokenizer
-from hfkd.runs import environment_info, hardware_info, prepare_launch_environment, setup_logging
+from hfkd.runs import environment_info, exit_on_bad_input, hardware_info, prepare_launch_environment, setup_logging
 from hfkd.students import student_from_teacher, student_tokenizer
 from hfkd.teacher_cache import with_teacher_logits
 
@@ -424,7 +424,8 @@ def render(results: dict) -> str:
 
 
 if __name__ == "__main__":
-    prepare_launch_environment()
-    setup_logging()
-    (arguments,) = make_parser().parse_args_into_dataclasses()
-    main(arguments)
+    with exit_on_bad_input():  # a bad input: one `error: ...` line and exit code 1 (HFKD_TRACEBACK=1: the traceback)
+        prepare_launch_environment()
+        setup_logging()
+        (arguments,) = make_parser().parse_args_into_dataclasses()
+        main(arguments)

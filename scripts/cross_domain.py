@@ -20,7 +20,7 @@ from hfkd.config import DataArguments, DistillationArguments, ExperimentArgument
 from hfkd.experiment import run_experiment
 from hfkd.parser import HfkdParser
 from hfkd.report import format_ratio, format_score
-from hfkd.runs import exit_on_hub_error, launch_command, prepare_launch_environment, setup_logging
+from hfkd.runs import exit_on_bad_input, launch_command, prepare_launch_environment, setup_logging
 
 
 def make_parser() -> HfkdParser:
@@ -48,7 +48,7 @@ def main(exp_args, model_args, data_args, student_args, args, command: str | Non
 
 
 if __name__ == "__main__":
-    prepare_launch_environment()
-    setup_logging()
-    with exit_on_hub_error():
+    with exit_on_bad_input():  # a bad input: one `error: ...` line and exit code 1 (HFKD_TRACEBACK=1: the traceback)
+        prepare_launch_environment()
+        setup_logging()
         main(*make_parser().parse_args_and_config(), command=launch_command("cross_domain"))

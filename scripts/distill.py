@@ -17,7 +17,7 @@ import json
 from hfkd.config import DataArguments, DistillationArguments, StudentArguments
 from hfkd.distill import distill
 from hfkd.parser import HfkdParser
-from hfkd.runs import exit_on_hub_error, launch_command, prepare_launch_environment, setup_logging
+from hfkd.runs import exit_on_bad_input, launch_command, prepare_launch_environment, setup_logging
 
 
 def make_parser() -> HfkdParser:
@@ -33,7 +33,7 @@ def main(data_args: DataArguments, student_args: StudentArguments, args: Distill
 
 
 if __name__ == "__main__":
-    prepare_launch_environment()
-    setup_logging()
-    with exit_on_hub_error():
+    with exit_on_bad_input():  # a bad input: one `error: ...` line and exit code 1 (HFKD_TRACEBACK=1: the traceback)
+        prepare_launch_environment()
+        setup_logging()
         main(*make_parser().parse_args_and_config(), command=launch_command("distill"))

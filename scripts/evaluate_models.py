@@ -19,7 +19,7 @@ from hfkd.config import DataArguments, EvaluationArguments
 from hfkd.evaluation import run_evaluation
 from hfkd.parser import HfkdParser
 from hfkd.report import format_score
-from hfkd.runs import prepare_launch_environment, setup_logging
+from hfkd.runs import exit_on_bad_input, prepare_launch_environment, setup_logging
 
 
 def make_parser() -> HfkdParser:
@@ -38,8 +38,8 @@ def main(eval_args: EvaluationArguments, data_args: DataArguments, command: str 
 
 
 if __name__ == "__main__":
-    prepare_launch_environment()
-    setup_logging()
-    main(
-        *make_parser().parse_args_and_config(), command="python scripts/evaluate_models.py " + shlex.join(sys.argv[1:])
-    )
+    with exit_on_bad_input():  # a bad input: one `error: ...` line and exit code 1 (HFKD_TRACEBACK=1: the traceback)
+        prepare_launch_environment()
+        setup_logging()
+        command = "python scripts/evaluate_models.py " + shlex.join(sys.argv[1:])
+        main(*make_parser().parse_args_and_config(), command=command)

@@ -19,7 +19,7 @@ import json
 from hfkd.config import DataArguments, FinetuneArguments, ModelArguments, StudentArguments
 from hfkd.finetune import finetune
 from hfkd.parser import HfkdParser
-from hfkd.runs import prepare_launch_environment, setup_logging
+from hfkd.runs import exit_on_bad_input, prepare_launch_environment, setup_logging
 
 
 def make_parser() -> HfkdParser:
@@ -39,6 +39,7 @@ def main(
 
 
 if __name__ == "__main__":
-    prepare_launch_environment()
-    setup_logging()
-    main(*make_parser().parse_args_and_config())
+    with exit_on_bad_input():  # a bad input: one `error: ...` line and exit code 1 (HFKD_TRACEBACK=1: the traceback)
+        prepare_launch_environment()
+        setup_logging()
+        main(*make_parser().parse_args_and_config())

@@ -3,10 +3,11 @@ scripts, with the error it must give. Each error names the field, the value and 
 
 import json
 import os
+import re
 
 import pytest
 import torch
-from transformers import BertTokenizerFast
+from transformers import AutoConfig, BertTokenizerFast
 
 from hfkd import DistillationArguments, DistillationTrainer
 
@@ -199,3 +200,121 @@ def test_remote_code_is_not_trusted_by_default(monkeypatch):
     monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", lambda *a, **k: seen.update(k))
     load_classifier("builtin:tiny-bert")
     assert seen["trust_remote_code"] is False and seen["use_safetensors"] is True
+
+
+# ---- integer labels, unreadable files, and how a bad input ends a script (issue 12, item 9) -------------------------
+
+
+def finetune(tmp_path, *args) -> str:
+    """scripts/finetune.py on configs/tiny.yaml from builtin:tiny-bert, one epoch: a teacher for the data."""
+    out = str(tmp_path / "teacher")
+    script = load_script("finetune")
+    argv = ["--config", TINY, "--model_name_or_path", "builtin:tiny-bert", "--num_train_epochs", "1"]
+    script.main(*script.make_parser().parse_args_and_config(argv + ["--output_dir", out, *args]))
+    return out
+
+
+def test_integer_labels_are_their_own_names_with_a_warning(tmp_path, caplog):
+    import logging
+
+    data = domains(tmp_path / "d", {"a": [{"text": r["text"], "label": i % 2} for i, r in enumerate(rows(60))]})
+    args = ["--dataset", data, "--source_domains", "a"]
+    with caplog.at_level(logging.WARNING, logger="hfkd"):
+        teacher = finetune(tmp_path, *args)
+        args += ["--num_train_epochs", "1", "--teacher_logits_cache_dir", str(tmp_path / "c")]
+        distill(tmp_path, *args, teacher=teacher)
+    for model in (teacher, tmp_path / "s"):
+        assert AutoConfig.from_pretrained(model).id2label == {0: "0", 1: "1"}
+    warnings = [r.getMessage() for r in caplog.records if "integer labels" in r.getMessage()]
+    assert len(warnings) == 2 and "[0, 1]" in warnings[0] and "`class_names`" in warnings[0]  # once per script
+
+
+def test_latin1_csv_names_the_encoding(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    lines = [f"caf\u00e9 {r['text']},{r['label']}\n" for r in rows(60)]
+    (folder / "a.csv").write_bytes(("text,label\n" + "".join(lines)).encode("latin-1"))
+    args = ["--dataset", str(folder), "--source_domains", "a"]
+    with pytest.raises(
+        ValueError, match=r"a.csv: it is not utf-8 text \(byte 0xe9 at byte offset 14, line 2\).*`encoding: latin-1`"
+    ):
+        distill(tmp_path, *args, teacher="builtin:tiny-bert")
+    teacher = finetune(tmp_path, *args, "--encoding", "latin-1")
+    assert AutoConfig.from_pretrained(teacher).id2label == {0: "negative", 1: "neutral", 2: "positive"}
+
+
+def broken_jsonl(folder) -> str:
+    """A domain `a` whose line 6 is cut off in the middle of a row."""
+    lines = [json.dumps(row) for row in rows()]
+    lines[5] = '{"text": "text number 5 is fi'
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "a.jsonl"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return str(folder)
+
+
+def test_malformed_jsonl_line_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"a.jsonl: line 6 is not valid JSON \(.*column \d+\); a JSON lines file"):
+        distill(tmp_path, "--dataset", broken_jsonl(tmp_path / "d"), "--source_domains", "a")
+
+
+def test_a_bad_input_is_reported_once_per_run(monkeypatch, capsys):
+    import hfkd.runs
+    from hfkd.config import check_range
+    from hfkd.runs import exit_on_bad_input
+
+    slept, exits = [], []
+    monkeypatch.setattr(hfkd.runs.time, "sleep", slept.append)
+    monkeypatch.setattr(hfkd.runs.os, "_exit", exits.append)
+    monkeypatch.delenv("HFKD_TRACEBACK", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    # The main process reports and exits at once (torchrun then stops the others); another one waits, then says which.
+    for rank, prefix in (("0", "error: "), ("1", "error: [rank 1] ")):
+        monkeypatch.setenv("RANK", rank)
+        with pytest.raises(SystemExit) as stop, exit_on_bad_input():
+            check_range("alpha", 1.5, 0, 1)
+        err = capsys.readouterr().err
+        assert stop.value.code == 1 and err.startswith(f"{prefix}alpha must be in [0, 1]; got alpha=1.5.")
+        assert err.count("\n") == 1
+    assert slept == [hfkd.runs.OTHER_RANK_REPORT_DELAY_S] and exits == [1]
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SystemExit), exit_on_bad_input():
+        int("three")  # not raised by hfkd: its message may not say where, so the line says how to see that
+    assert "(ValueError; HFKD_TRACEBACK=1 shows where it was raised)" in capsys.readouterr().err
+    with pytest.raises(RuntimeError), exit_on_bad_input():
+        raise RuntimeError("a bug keeps its traceback")
+    monkeypatch.setenv("HFKD_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="alpha must be"), exit_on_bad_input():
+        check_range("alpha", 1.5, 0, 1)
+    assert capsys.readouterr().err == ""
+
+
+def launch_distill(tmp_path, *args, traceback=False):
+    """`accelerate launch -q scripts/distill.py ...` (one process), as a user runs it."""
+    import subprocess
+    import sys
+
+    from .test_scripts import ROOT
+
+    config = tmp_path / "one_process.yaml"  # not the user's default accelerate config
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nnum_processes: 1\n")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "-q", "--config_file", str(config)]
+    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", "scripts/distill.py", "--config", TINY, *args]
+    env = {k: v for k, v in os.environ.items() if k != "HFKD_TRACEBACK"} | {"HF_HUB_OFFLINE": "1"}
+    env |= {"HFKD_TRACEBACK": "1"} if traceback else {}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_bad_input_under_accelerate_launch_ends_in_one_error_line(tmp_path):
+    args = ["--dataset", broken_jsonl(tmp_path / "d"), "--source_domains", "a", "--student_num_layers", "1"]
+    args += ["--teacher_model_name_or_path", "builtin:tiny-bert", "--output_dir", str(tmp_path / "s")]
+    proc = launch_distill(tmp_path, *args)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert len(errors) == 1 and re.match(r"error: Could not read .*a.jsonl: line 6 is not valid JSON", errors[0])
+    assert "Traceback" not in proc.stderr + proc.stdout
+    proc = launch_distill(tmp_path, *args, traceback=True)  # HFKD_TRACEBACK=1: the traceback instead
+    assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr
+    assert "ValueError: Could not read" in proc.stderr and "\nerror: " not in proc.stderr

@@ -12,6 +12,7 @@ from transformers import BertTokenizerFast
 
 from hfkd.data import (
     concatenate_domains,
+    dedup_key,
     domain_counts,
     format_domain_counts,
     load_domains,
@@ -97,6 +98,21 @@ def test_tweets_no_duplicates_across_splits_or_domains(tweets):
     texts = all_texts(tweets)
     assert len(texts) == len(set(texts))
     assert all(t == t.strip() and t for t in texts)
+
+
+def test_tweets_no_key_in_two_splits_or_domains(tweets):
+    # Retweets and copies with another link or mention share a key: no key is in two splits or two domains, so no test
+    # tweet is (near-)copied in the train split of its own domain or of another (the adaptive student's pool).
+    keys = {
+        name: {s: {dedup_key(t) for t in table["text"]} for s, table in splits.items()}
+        for name, splits in tweets.items()
+    }
+    trained = set().union(*(by_split["train"] for by_split in keys.values()))
+    for name, by_split in keys.items():
+        assert not by_split["test"] & trained, (name, len(by_split["test"] & trained))
+        assert not by_split["validation"] & trained, (name, len(by_split["validation"] & trained))
+    every = [dedup_key(t) for t in all_texts(tweets)]
+    assert len(every) == len(set(every))
 
 
 def test_tweets_deterministic_capped_and_fast(tweets):
@@ -218,11 +234,10 @@ def test_domain_column_splits_one_table(tmp_path, cache_dir):
         load_domains(path, domain_column="subject", cache_dir=cache_dir)
 
 
-def test_integer_labels_need_label_names(tmp_path, cache_dir):
+def test_integer_labels_are_ids_into_label_names(tmp_path, cache_dir):
     rows = make_rows(100, labels=["0", "1"])
     path = write(tmp_path / "ints.csv", {"text": rows["text"], "label": [int(x) for x in rows["label"]]})
-    with pytest.raises(ValueError, match="label_names"):
-        load_domains(path, cache_dir=cache_dir)
+    check_structure(load_domains(path, cache_dir=cache_dir), ["0", "1"])  # without names, each id is its own name
     domains = load_domains(path, label_names=["bad", "good"], cache_dir=cache_dir)
     check_structure(domains, ["bad", "good"])
     table = domains["ints"]["train"]
@@ -318,6 +333,125 @@ def test_hub_id_uses_its_splits_and_class_label_names(monkeypatch, cache_dir):
     assert list(named) == ["plain"] and calls[-1][1] == "plain"
 
 
+# ---- de-duplication on a normalised key (issue 12, item 4) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("RT @a: Great flight http://t.co/x", "great flight http"),
+        ("great   flight https://t.co/y", "great flight http"),
+        ("RT @a: rt @b_2: Great flight http://t.co/äó_", "great flight http"),  # repeated prefix, link cut short
+        ("RT @a great flight www.example.com/x", "great flight http"),  # a prefix without the colon
+        ("@b great flight", "@user great flight"),  # a mention that is not a retweet prefix stays (as @user)
+        ("@United  Great\tflight!", "@user great flight!"),
+        ("good point RT @c: great flight", "good point rt @user: great flight"),  # a quote, not a retweet
+    ],
+)
+def test_dedup_key(text, key):
+    assert dedup_key(text) == key
+
+
+def near_copies(n: int, prefix: str) -> list[str]:
+    """`n` groups of three texts with the same `dedup_key`: a retweet, another link and spacing, another mention."""
+    return [
+        text
+        for i in range(n)
+        for text in (
+            f"RT @a{i}: @b {prefix} {i} Great flight http://t.co/x{i}",
+            f"@c {prefix} {i} great   flight https://t.co/y{i}",
+            f"@D {prefix} {i} GREAT flight http://t.co/z{i}",
+        )
+    ]
+
+
+def test_near_copies_keep_the_first_and_conflicts_drop_all(tmp_path, cache_dir, caplog):
+    import logging
+
+    filler = make_rows(60)
+    copies = near_copies(2, "same")  # each group one label: its first text stays
+    conflict = near_copies(1, "torn")  # labels disagree: all three go
+    texts = filler["text"] + copies + conflict
+    labels = filler["label"] + ["positive"] * 6 + ["positive", "negative", "positive"]
+    path = write(tmp_path / "air.csv", {"text": texts, "label": labels})
+    with caplog.at_level(logging.INFO, logger="hfkd"):
+        domains = load_domains(path, cache_dir=cache_dir)
+    kept = all_texts(domains)
+    assert sorted(kept) == sorted(filler["text"] + [copies[0], copies[3]])
+    assert "dropped 4 copies of other rows" in caplog.text
+    assert re.search(r"dropped 3 rows whose texts are the same .* labels disagree", caplog.text)
+
+    as_given = load_domains(path, cache_dir=cache_dir, deduplicate=False)
+    assert sorted(all_texts(as_given)) == sorted(texts)
+
+
+def test_near_copies_never_straddle_splits_or_domains(tmp_path, cache_dir):
+    # Two domains with the same 100 groups of near-copies, one text of each group per domain: a key's split is the
+    # same in both, so no test text of one domain is (near-)copied in the other's train split.
+    groups = near_copies(100, "trip")
+    write(tmp_path / "a.csv", {"text": groups[0::3], "label": ["positive"] * 100})
+    write(tmp_path / "b.csv", {"text": groups[1::3], "label": ["positive"] * 100})
+
+    def split_of_key(domains):
+        return {
+            name: {dedup_key(t): s for s, table in splits.items() for t in table["text"]}
+            for name, splits in domains.items()
+        }
+
+    placed = split_of_key(load_domains(str(tmp_path), cache_dir=cache_dir))
+    assert placed["a"] == placed["b"]
+    assert {"train", "validation", "test"} == set(placed["a"].values())
+    before = split_of_key(load_domains(str(tmp_path), cache_dir=cache_dir, deduplicate=False))
+    assert before["a"] != before["b"]  # hashed on the raw text, near-copies land in different splits
+
+
+def test_given_test_split_drops_train_rows_with_its_keys(tmp_path, cache_dir, caplog):
+    import logging
+
+    test = make_rows(20, "gate")
+    test["text"] = [f"@pats {t} http://t.co/{i}" for i, t in enumerate(test["text"])]
+    # near-copies of 5 test rows in the train file of the same domain and in another domain (which has no test file)
+    echoes = [f"RT @news: @nfl {t} https://t.co/other" for t in make_rows(5, "gate")["text"]]
+    train = make_rows(80, "ball")
+    (tmp_path / "gate").mkdir()
+    write(
+        tmp_path / "gate" / "train.csv", {"text": train["text"] + echoes, "label": train["label"] + test["label"][:5]}
+    )
+    write(tmp_path / "gate" / "test.csv", test)
+    other = make_rows(80, "car")
+    write(tmp_path / "other.csv", {"text": other["text"] + echoes, "label": other["label"] + test["label"][:5]})
+
+    with caplog.at_level(logging.INFO, logger="hfkd"):
+        domains = load_domains(str(tmp_path), cache_dir=cache_dir)
+    test_keys = {dedup_key(t) for t in test["text"]}
+    assert list(domains["gate"]["test"]["text"]) == test["text"]  # a given test split is kept as it is
+    for name in ("gate", "other"):
+        assert not {dedup_key(t) for t in domains[name]["train"]["text"]} & test_keys, name
+    assert sorted([*domains["gate"]["train"]["text"], *domains["gate"]["validation"]["text"]]) == sorted(train["text"])
+    assert "Domain 'gate': de-duplication dropped 0 copies of other rows and 5 train rows" in caplog.text
+    # a domain's train split does not depend on which other domains are loaded with it
+    alone = load_domains(str(tmp_path), ["other"], cache_dir=cache_dir)
+    assert list(alone["other"]["train"]["text"]) == list(domains["other"]["train"]["text"])
+
+    as_given = load_domains(str(tmp_path), cache_dir=cache_dir, deduplicate=False)
+    assert sum(t in echoes for t in [*as_given["gate"]["train"]["text"], *as_given["gate"]["validation"]["text"]]) == 5
+
+
+def test_hub_train_rows_copying_its_test_split_are_dropped(monkeypatch):
+    test = make_rows(30, "test")
+    train = make_rows(100, "train")
+    echoes = [f"RT @someone: {t}" for t in test["text"][:4]]
+    hub = DatasetDict(
+        train=Dataset.from_dict({"text": train["text"] + echoes, "label": train["label"] + test["label"][:4]}),
+        test=Dataset.from_dict(test),
+    )
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: hub)
+    splits = load_domains("someone/reviews")["reviews"]
+    assert not {*splits["train"]["text"], *splits["validation"]["text"]} & set(echoes)
+    assert splits["train"].num_rows + splits["validation"].num_rows == 100
+    assert list(splits["test"]["text"]) == test["text"]
+
+
 # ---- tokenisation, concatenation, counts ---------------------------------------------------------------------------
 
 
@@ -378,3 +512,54 @@ def test_library_does_not_print(capsys, tmp_path, cache_dir):
     path = write(tmp_path / "quiet.csv", make_rows(50))
     load_domains(path, cache_dir=cache_dir)
     assert capsys.readouterr().out == ""
+
+
+# ---- integer labels and unreadable files (issue 12, item 9) ---------------------------------------------------------
+
+
+def test_integer_labels_are_their_own_names_in_numeric_order(tmp_path, cache_dir, caplog):
+    import logging
+
+    numbers = [10, 2, -1, 0]  # -1 is a label here (a plain integer column, not a `datasets` ClassLabel)
+    rows = make_rows(120, labels=[str(n) for n in numbers])
+    path = write(tmp_path / "stars.jsonl", {"text": rows["text"], "label": [int(x) for x in rows["label"]]})
+    with caplog.at_level(logging.WARNING, logger="hfkd"):
+        domains = load_domains(path, cache_dir=cache_dir)
+    check_structure(domains, ["-1", "0", "2", "10"])  # 2 before 10
+    check_labels_follow_text(domains)
+    warning = [r.getMessage() for r in caplog.records if "integer labels" in r.getMessage()]
+    assert len(warning) == 1 and "\n" not in warning[0]
+    assert "[-1, 0, 2, 10]" in warning[0] and "`class_names`" in warning[0] and "label_names" not in warning[0]
+    strings = write(tmp_path / "named.jsonl", make_rows(60, labels=["10", "2", "b", "a"]))  # one order for both
+    named = load_domains(strings, cache_dir=cache_dir)["named"]["train"]
+    assert named.features["label"].names == ["2", "10", "a", "b"]
+    with pytest.raises(ValueError, match=r"label 7 \(row \d+\).*Set `class_names`.*ids into it, 0 to 1\)"):
+        load_domains(write(tmp_path / "ids.csv", {"text": ["a b", "c d"], "label": [0, 7]}), label_names=["x", "y"])
+
+
+def test_unreadable_files_say_what_is_wrong(tmp_path, cache_dir):
+    path = tmp_path / "latin.csv"
+    rows = make_rows(60)
+    lines = [f"caf\u00e9 {t},{y}\n" for t, y in zip(rows["text"], rows["label"], strict=True)]
+    path.write_bytes(("text,label\n" + "".join(lines)).encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin.csv: it is not utf-8 text \(byte 0xe9 at byte offset 14, line 2\)"):
+        load_domains(str(path), cache_dir=cache_dir)
+    with pytest.raises(ValueError, match=r"`encoding: latin-1`.*`--encoding latin-1`"):
+        load_domains(str(path), cache_dir=cache_dir)
+    domains = load_domains(str(path), cache_dir=cache_dir, encoding="latin-1")
+    assert all(t.startswith("café row") for t in all_texts(domains))
+    with pytest.raises(ValueError, match=r"encoding='latin-9x' is not a text encoding"):
+        load_domains(str(path), cache_dir=cache_dir, encoding="latin-9x")
+
+    lines = [f'{{"text": "{t}", "label": "{y}"}}' for t, y in zip(rows["text"], rows["label"], strict=True)]
+    lines[6] = '{"text": "cut off here", "label": '
+    (tmp_path / "broken.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"broken.jsonl: line 7 is not valid JSON \(Expecting value: column 35\)"):
+        load_domains(str(tmp_path / "broken.jsonl"), cache_dir=cache_dir)
+    (tmp_path / "list.json").write_text('[\n  {"text": "a", "label": "b"},\n  {"text": ]\n')
+    with pytest.raises(ValueError, match=r"list.json: line 3 is not valid JSON"):
+        load_domains(str(tmp_path / "list.json"), cache_dir=cache_dir)
+
+    (tmp_path / "empty.jsonl").write_text("")  # a truly empty file keeps its own message
+    with pytest.raises(ValueError, match=r"empty.jsonl is empty. An empty file makes an empty domain"):
+        load_domains(str(tmp_path / "empty.jsonl"), cache_dir=cache_dir)

@@ -1,6 +1,7 @@
 """scripts/cross_domain.py end to end with tiny models on tiny domains: outputs, stage reuse, leave-one-out."""
 
 import json
+import math
 import os
 import re
 
@@ -264,3 +265,15 @@ def test_killed_stage_is_resumed_from_its_checkpoint(tmp_path):
     for domain, cell in again["blocks"][0]["metrics"]["distilled"].items():
         want = first["blocks"][0]["metrics"]["distilled"][domain]
         assert cell["macro_f1"] == want["macro_f1"] and cell["kl"] == pytest.approx(want["kl"], abs=1e-6)
+
+
+def test_baseline_takes_as_many_optimizer_steps_as_the_distilled_student(tmp_path):
+    # 1.5 epochs in batches of 8: the Trainer takes ceil(1.5 * steps per epoch); the baseline must take as many (it
+    # used to train round(1.5) = 2 whole epochs).
+    results = run(tmp_path, "--num_train_epochs", "1.5", "--models", "teacher", "baseline", "distilled")
+    stages = results["blocks"][0]["stages"]
+    steps_per_epoch = math.ceil(results["data"]["rows"]["air"]["train"] / 8)
+    assert stages["distilled"]["train"]["global_step"] == math.ceil(1.5 * steps_per_epoch) < 2 * steps_per_epoch
+    assert stages["baseline"]["train"]["global_step"] == stages["distilled"]["train"]["global_step"]
+    description = results["models"]["baseline"]["description"]
+    assert "head" in description and "no teacher term" in description

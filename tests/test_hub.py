@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -51,7 +52,7 @@ def test_experiment_students_carry_cards_with_the_results(experiment):
             retention = block["summary"][model]["retention_macro_f1"][domain]
             assert retention is None or format_ratio(retention) in row
         if model == "baseline":  # no teacher took part: no distillation settings claimed
-            assert "| temperature |" not in text and "(the no-distillation baseline)" in text
+            assert "| temperature |" not in text and "no teacher term" in text and "layers and head" in text
         else:
             assert f"| temperature | {results['config']['temperature']} |" in text
             assert "| teacher outputs | cached: computed once before training" in text  # teacher_logits: auto
@@ -147,29 +148,170 @@ def test_unauthorised_and_missing_repo_id_are_clear_errors(monkeypatch, experime
     assert sorted(os.listdir(folder)) == before  # nothing local was lost (the card was rewritten in place)
 
 
-def test_push_uploads_the_student_folder_only(monkeypatch, experiment):
-    from huggingface_hub import HfApi
+def _tree(folder) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` (relative posix path) -> (size, mtime_ns)."""
+    found = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            stat = os.stat(path)
+            found[os.path.relpath(path, folder).replace(os.sep, "/")] = (stat.st_size, stat.st_mtime_ns)
+    return found
 
-    _, results = experiment
-    folder = results["blocks"][0]["stages"]["adaptive"]["path"]
+
+def fake_hub(monkeypatch) -> dict:
+    """Stand-ins for the `HfApi` calls of a push. `calls["uploaded"]` is the sorted repo paths the push sent, whichever
+    of `create_commit` (its operations) or `upload_folder` (the folder's files its patterns select, as
+    `huggingface_hub` selects them) it used; `calls["local"]` maps each to the local file it came from."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import filter_repo_objects
+
     calls = {}
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.setdefault("create", (repo_id, kw)))
 
-    def upload_folder(self, **kwargs):
-        calls["upload"] = kwargs
+    def create_commit(self, repo_id, operations, **kwargs):
+        operations = list(operations)
+        calls["uploaded"] = sorted(op.path_in_repo for op in operations)
+        calls["local"] = {op.path_in_repo: str(op.path_or_fileobj) for op in operations}
         return "https://huggingface.co/me/student/commit/abc"
 
+    def upload_folder(self, *, folder_path, allow_patterns=None, ignore_patterns=None, path_in_repo=None, **kwargs):
+        files = sorted(filter_repo_objects(_tree(folder_path), allow_patterns=allow_patterns))
+        calls["uploaded"] = files
+        calls["local"] = {f: os.path.join(str(folder_path), f) for f in files}
+        return "https://huggingface.co/me/student/commit/abc"
+
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+@pytest.fixture
+def student_folder(tmp_path):
+    """A `scripts/distill.py`-like output_dir: the saved student, and beside it what a run also leaves there
+    (checkpoints with earlier weights and optimizer state, run files, tensorboard logs). Returns the folder and the
+    files a push must upload: those the save wrote, and the card."""
+    from .conftest import make_tokenizer, tiny_bert
+
+    folder = tmp_path / "student"
+    folder.mkdir()
+    tiny_bert(num_layers=1).save_pretrained(folder)
+    make_tokenizer(tmp_path).save_pretrained(folder)
+    saved = sorted(os.listdir(folder))
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(saved) and "README.md" not in saved
+    checkpoint = folder / "checkpoint-2"
+    checkpoint.mkdir()
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        shutil.copy(folder / name, checkpoint / name)
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin"):
+        (checkpoint / name).write_bytes(b"\0" * 8)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    (folder / "training_args.bin").write_bytes(b"\0" * 8)
+    (folder / "hfkd_run.json").write_text(json.dumps({"config": {"dataset": "custom"}, "source_domains": ["air"]}))
+    (folder / "metrics.json").write_text(json.dumps({"test_accuracy": 0.5, "test_macro_f1": 0.4, "test_n": 8}))
+    logs = folder / "runs" / "Jan01_00-00-00_host"
+    logs.mkdir(parents=True)
+    (logs / "events.out.tfevents.1.host").write_bytes(b"\0" * 8)
+    return str(folder), sorted([*saved, "README.md"])
+
+
+def test_student_files_are_the_top_level_student_files_only(student_folder, tmp_path, monkeypatch):
+    from hfkd import hub
+    from hfkd.hub import student_files
+
+    folder, expected = student_folder
+    assert student_files(folder) == expected
+    assert not [f for f in expected if "/" in f or f.startswith(("checkpoint", "hfkd_", "training_args", "runs"))]
+    # an entry naming a subfolder reaches that one folder only, e.g. for exported models next to the student
+    os.makedirs(os.path.join(folder, "onnx", "old"))
+    for name in ("onnx/model.onnx", "onnx/old/model.onnx", "checkpoint-2/model.onnx"):
+        open(os.path.join(folder, name), "w").close()
+    assert student_files(folder) == expected
+    monkeypatch.setattr(hub, "STUDENT_FILES", (*hub.STUDENT_FILES, "onnx/*.onnx"))
+    assert student_files(folder) == sorted([*expected, "onnx/model.onnx"])
+    # a sharded student: its shards and their index, not a checkpoint's shards
+    sharded = tmp_path / "sharded"
+    (sharded / "checkpoint-1").mkdir(parents=True)
+    names = ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    for name in [*names, "model.safetensors.index.json", "checkpoint-1/model-00001-of-00002.safetensors"]:
+        (sharded / name).write_text("{}")
+    assert student_files(str(sharded)) == sorted([*names, "model.safetensors.index.json", "README.md"])
+    # no weights at the top (only in a checkpoint): nothing to push, said in one line
+    os.remove(sharded / "model.safetensors.index.json")
+    with pytest.raises(HubError, match=r"holds no model weights \(model.safetensors\)") as error:
+        student_files(str(sharded))
+    assert "\n" not in str(error.value)
+
+
+def test_push_dry_run_lists_the_upload_and_writes_nothing(student_folder, monkeypatch, capsys):
+    from huggingface_hub import HfApi
+
+    folder, expected = student_folder
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    for method in ("create_repo", "create_commit", "upload_folder", "upload_file", "whoami"):
+        monkeypatch.setattr(HfApi, method, lambda *a, **kw: pytest.fail("a dry run called the Hub"))
+    before = _tree(folder)
+    assert cli.main(["push", folder, "--repo-id", "me/student", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == expected and out.endswith("\n")
+    assert _tree(folder) == before  # no card, nothing else written or touched
+
+    # the same list from a fresh process, offline, with no token anywhere (no HF_TOKEN, an empty HF_HOME)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH")}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=os.path.join(os.path.dirname(folder), "hf_home"))
+    cmd = [sys.executable, "-m", "hfkd.cli", "push", folder, "--repo-id", "me/student", "--dry-run"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == expected
+    assert _tree(folder) == before
+
+    # not a student: one error line, nothing on stdout
+    assert cli.main(["push", os.path.join(folder, "runs"), "--repo-id", "me/student", "--dry-run"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: ") and captured.err.count("\n") == 1
+
+
+def test_push_uploads_exactly_the_dry_run_list(student_folder, monkeypatch, capsys):
+    folder, expected = student_folder
+    calls = fake_hub(monkeypatch)
+    assert cli.main(["push", folder, "--repo-id", "me/student"]) == 0
+    assert calls["uploaded"] == expected
+    for path, local in calls["local"].items():  # each from the same path in the student folder
+        assert os.path.samefile(local, os.path.join(folder, path))
+    assert ModelCard.load(os.path.join(folder, "README.md")).data.model_name == "me/student"
+    capsys.readouterr()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli.main(["push", folder, "--repo-id", "me/student", "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines() == calls["uploaded"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    # and straight through push_student, as scripts/distill.py --push_to_hub calls it
+    calls.clear()
+    push_student(folder, "me/student")
+    assert calls["uploaded"] == expected
+
+
+def test_push_uploads_the_student_folder_only(monkeypatch, experiment, capsys):
+    exp_path, results = experiment
+    folder = results["blocks"][0]["stages"]["adaptive"]["path"]
+    calls = fake_hub(monkeypatch)
     url = push_student(folder, "me/student", private=True, results=results, model="adaptive")
     assert url.endswith("/commit/abc") and calls["create"] == ("me/student", {"private": True, "exist_ok": True})
-    import fnmatch
-
-    patterns = calls["upload"]["allow_patterns"]
-    pushed = [f for f in os.listdir(folder) if any(fnmatch.fnmatch(f, p) for p in patterns)]
+    pushed = calls["uploaded"]
     assert {"model.safetensors", "config.json", "README.md", "tokenizer.json"} <= set(pushed)
-    assert not [f for f in pushed if f.startswith(("checkpoint", "hfkd_", "training_args"))]
+    assert not [f for f in pushed if "/" in f or f.startswith(("checkpoint", "hfkd_", "training_args"))]
     assert ModelCard.load(os.path.join(folder, "README.md")).data.model_name == "me/student"
+    # an experiment folder with --model: the dry run lists that student's files, the very ones a push sends
+    out = str(exp_path / "exp")
+    capsys.readouterr()
+    assert cli.main(["push", out, "--model", "distilled", "--repo-id", "me/student", "--dry-run"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    calls.clear()
+    assert cli.main(["push", out, "--model", "distilled", "--repo-id", "me/student"]) == 0
+    assert listed == calls["uploaded"] and "model.safetensors" in listed and not [f for f in listed if "/" in f]
+    distilled = results["blocks"][0]["stages"]["distilled"]["path"]
+    assert all(os.path.samefile(local, os.path.join(distilled, p)) for p, local in calls["local"].items())
 
 
 def test_experiment_push_and_cli(tmp_path, experiment, capsys):

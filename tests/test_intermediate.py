@@ -1,15 +1,18 @@
 """Hidden-state, attention and embedding distillation: the losses, layer maps, training, projections and resume."""
 
+import json
+import math
 import os
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from hfkd import DistillationArguments, DistillationTrainer
-from hfkd.intermediate import PROJECTION_ATTR
+from hfkd.intermediate import PROJECTION_ATTR, IntermediateTerms, ProjectedStudent
 from hfkd.losses import attention_loss, hidden_state_loss, resolve_layer_map
+from hfkd.students import student_from_teacher
 
 from .conftest import tiny_bert
 from .test_scripts import TINY, load_script
@@ -69,6 +72,42 @@ def test_layer_maps_and_their_errors():
         resolve_layer_map("uniform", 4, 2)
 
 
+def test_auto_layer_map_uses_the_recorded_teacher_layers_else_uniform():
+    assert resolve_layer_map("auto", 3, 6, [0, 3, 5]) == [(0, 0), (1, 3), (2, 5)]
+    assert resolve_layer_map("auto", 3, 6) == resolve_layer_map("uniform", 3, 6) == [(0, 1), (1, 3), (2, 5)]
+    assert resolve_layer_map("auto", 3, 6, [0, 3]) == [(0, 1), (1, 3), (2, 5)]  # a record that does not fit
+    assert resolve_layer_map("auto", 3, 6, [0, 3, 6]) == [(0, 1), (1, 3), (2, 5)]
+    assert resolve_layer_map("uniform", 3, 6, [0, 3, 5]) == [(0, 1), (1, 3), (2, 5)]  # explicit: record ignored
+    assert resolve_layer_map("last", 3, 6, [0, 3, 5]) == [(2, 5)]
+    assert resolve_layer_map("1,2,3", 3, 6, [0, 3, 5]) == [(0, 1), (1, 2), (2, 3)]
+    with pytest.raises(ValueError, match=r"use 'auto', 'uniform', 'last', or 3 .* e.g. '0,3,5'"):
+        resolve_layer_map("0,3", 3, 6, [0, 3, 5])  # the example is what 'auto' would pick
+    with pytest.raises(ValueError, match=r"layer_map='auto' .* no deeper than the teacher.* e.g. '0,1,1,1'"):
+        resolve_layer_map("auto", 4, 2)
+
+
+def pairs_of(tmp_path, student, teacher, **kwargs):
+    args = DistillationArguments(output_dir=str(tmp_path), hidden_weight=1.0, report_to="none", **kwargs)
+    return IntermediateTerms(args, student, teacher).pairs
+
+
+def test_default_layer_map_pairs_a_cut_student_with_the_layers_it_was_cut_from(tmp_path):
+    teacher = tiny_bert(num_layers=6, seed=0).eval()
+    student = student_from_teacher(teacher, layer_ids=[0, 3, 5])
+    assert DistillationArguments(output_dir=str(tmp_path)).layer_map == "auto"
+    assert pairs_of(tmp_path, student, teacher) == [(0, 0), (1, 3), (2, 5)]
+    assert pairs_of(tmp_path, student, teacher, layer_map="uniform") == [(0, 1), (1, 3), (2, 5)]  # as before
+    # the record is part of the config, so a saved student keeps it
+    student.save_pretrained(tmp_path / "student")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
+    assert reloaded.config.hfkd_student["layer_ids"] == [0, 3, 5]
+    assert pairs_of(tmp_path, reloaded, teacher) == [(0, 0), (1, 3), (2, 5)]
+    # no record, or a record of a teacher of another depth: uniform
+    assert pairs_of(tmp_path, tiny_bert(num_layers=3, seed=1), teacher) == [(0, 1), (1, 3), (2, 5)]
+    deeper = tiny_bert(num_layers=8, seed=0).eval()
+    assert pairs_of(tmp_path, student, deeper) == resolve_layer_map("uniform", 3, 8)
+
+
 def test_config_refuses_cache_with_intermediate_terms(tmp_path):
     args = DistillationArguments(output_dir=str(tmp_path), hidden_weight=1.0, report_to="none")
     assert args.uses_intermediate_terms and not args.uses_logit_cache  # auto: online
@@ -107,6 +146,10 @@ def test_every_term_decreases_on_a_fixed_batch_with_a_narrower_student(tmp_path,
     assert projection["layer_0"].weight.shape == (32, 16)  # student width 16 -> teacher width 32
     assert trainer.intermediate.pairs == [(0, 1)]
     trainer.train()
+    # training called the student and its projections as one module (what DDP wraps); everything else sees the student
+    assert trainer.model is student
+    wrapped = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+    assert isinstance(wrapped, ProjectedStudent) and wrapped.student is student
     logs = [log for log in trainer.state.log_history if "loss_hidden" in log]
     assert len(logs) == 40
     for term in ("loss_kd", "loss_hidden", "loss_attention", "loss_embedding"):
@@ -176,4 +219,47 @@ def test_experiment_compares_logits_only_with_intermediate_terms(tmp_path):
     assert "| intermediate |" in report
     card = (tmp_path / "exp" / "air").glob("intermediate-*/README.md")
     text = next(card).read_text()
-    assert "| intermediate-layer terms | hidden (mse) × 1.0, attention (kl) × 2.0; layer map uniform |" in text
+    assert "| intermediate-layer terms | hidden (mse) × 1.0, attention (kl) × 2.0; layer map auto |" in text
+
+
+def narrower_student_of(teacher_dir, folder, **overrides):
+    """A 1-layer student with half the teacher's width, the teacher's vocabulary, labels and tokenizer, as a folder."""
+    config = AutoConfig.from_pretrained(teacher_dir)
+    config.update(dict(num_hidden_layers=1, hidden_size=16, intermediate_size=20) | overrides)
+    torch.manual_seed(1)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(teacher_dir).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.slow
+def test_narrower_student_with_projections_trains_under_two_process_ddp(tmp_path):
+    # The projections are parameters of the student that used to run outside DDP's forward, which DDP (with
+    # find_unused_parameters) rejects on the first backward: "Expected to mark a variable ready only once".
+    from .test_scripts import _launch, run_script
+
+    teacher, out = tmp_path / "teacher", tmp_path / "student"
+    run_script("finetune", "--model_name_or_path", "builtin:tiny-bert", "--output_dir", str(teacher))
+    student = narrower_student_of(teacher, tmp_path / "narrow")
+    _launch(
+        "scripts/distill.py", "--config", TINY, "--teacher_model_name_or_path", str(teacher),
+        "--student_model_name_or_path", student, "--output_dir", str(out), "--num_train_epochs", "1",
+        "--hidden_weight", "1", "--attention_weight", "1", "--embedding_weight", "1", "--teacher_logits", "online",
+        "--gradient_accumulation_steps", "2", "--logging_steps", "1",
+    )  # fmt: skip
+    saved = load_file(str(out / "model.safetensors"))
+    assert saved and not [k for k in saved if PROJECTION_ATTR in k]  # the student alone
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.hidden_size == 16 and not hasattr(model, PROJECTION_ATTR)
+    # 64 rows / (2 processes x batch 8 x 2 accumulated) = 2 optimizer steps
+    checkpoint = out / "checkpoint-2"
+    keys = load_file(str(checkpoint / "model.safetensors"))
+    assert {k for k in keys if PROJECTION_ATTR in k} == {
+        f"{PROJECTION_ATTR}.{name}.{p}" for name in ("layer_0", "embeddings") for p in ("weight", "bias")
+    }
+    history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+    logs = [log for log in history if "loss" in log]
+    assert len(logs) == 2
+    for log in logs:
+        for term in ("loss", "loss_kd", "loss_hidden", "loss_attention", "loss_embedding"):
+            assert math.isfinite(log[term]) and log[term] > 0, (term, log)

@@ -10,6 +10,7 @@ from hfkd.models import (
     load_classifier,
     load_tokenizer,
     model_label_names,
+    reorder_labels,
     resolve_model_name_or_path,
 )
 
@@ -152,12 +153,22 @@ def test_generic_classifier_of_same_size_keeps_its_head(tmp_path):
     torch.testing.assert_close(model.classifier.weight, saved.classifier.weight)
 
 
-def test_named_classifier_with_same_labels_in_other_order_is_kept(tmp_path):
-    saved = BertForSequenceClassification(tiny_config(["positive", "negative", "neutral"]))
+def test_named_classifier_with_same_labels_in_other_order_is_brought_to_the_data_order(tmp_path):
+    saved = BertForSequenceClassification(tiny_config(["positive", "negative", "neutral"])).eval()
     saved.save_pretrained(tmp_path / "m")
     model = load_classifier(str(tmp_path / "m"), label_names=LABELS)
-    assert model_label_names(model) == ["positive", "negative", "neutral"]
-    torch.testing.assert_close(model.classifier.weight, saved.classifier.weight)
+    assert model_label_names(model) == LABELS and model.config.label2id == {n: i for i, n in enumerate(LABELS)}
+    order = [1, 2, 0]  # negative, neutral, positive in the saved order
+    torch.testing.assert_close(model.classifier.weight, saved.classifier.weight[order])
+    # the same function by label name
+    ids = torch.tensor([[2, 7, 9, 11, 3], [2, 5, 3, 0, 0]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, saved(input_ids=ids).logits[:, order])
+
+
+def test_reorder_labels_refuses_other_names():
+    with pytest.raises(ValueError, match="not the same names"):
+        reorder_labels(BertForSequenceClassification(tiny_config(["spam", "ham", "eggs"])), LABELS)
 
 
 def test_named_classifier_with_other_labels_is_an_error(tmp_path):

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny.yaml")
@@ -102,6 +102,48 @@ def test_distill_end_to_end(tmp_path, teacher_dir):
     assert any("loss_kd" in log and "loss_ce" in log for log in state["log_history"])
 
 
+def permuted_copy(folder, out, order):
+    """A copy of a saved classifier whose output rows and id2label/label2id are permuted: the same function by name."""
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    with torch.no_grad():
+        model.classifier.weight.copy_(model.classifier.weight[order])
+        model.classifier.bias.copy_(model.classifier.bias[order])
+    model.config.id2label = {i: names[j] for i, j in enumerate(order)}
+    model.config.label2id = {name: i for i, name in model.config.id2label.items()}
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(folder).save_pretrained(out)
+    return out
+
+
+def probabilities_by_name(folder, texts):
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    batch = AutoTokenizer.from_pretrained(folder)(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        probs = model(**batch).logits.softmax(-1)
+    return {model.config.id2label[i]: probs[:, i] for i in range(probs.shape[1])}
+
+
+def test_label_order_of_a_loaded_model_does_not_change_what_is_trained(tmp_path, teacher_dir):
+    # A teacher with the data's labels in another id order (as Hub checkpoints often have) is the same function by
+    # name: students distilled from it, and models fine-tuned from it, must be the same as from the original.
+    reordered = permuted_copy(teacher_dir, tmp_path / "reordered", order=[2, 0, 1])
+    assert list(AutoConfig.from_pretrained(reordered).id2label.values()) == ["positive", "negative", "neutral"]
+    texts = ["@united two hours on the tarmac, again", "thanks @jetblue great crew", "@usairways flight 123"]
+    for script, flag in (("distill", "--teacher_model_name_or_path"), ("finetune", "--model_name_or_path")):
+        outputs = []
+        for name, teacher in (("original", teacher_dir), ("reordered", reordered)):
+            out = tmp_path / f"{script}-{name}"
+            extra = ["--student_num_layers", "1"] if script == "distill" else []
+            run_script(script, flag, str(teacher), "--output_dir", str(out), "--num_train_epochs", "1", *extra)
+            assert list(AutoConfig.from_pretrained(out).id2label.values()) == ["negative", "neutral", "positive"]
+            outputs.append(probabilities_by_name(out, texts))
+        for label in outputs[0]:
+            torch.testing.assert_close(
+                outputs[0][label], outputs[1][label], atol=1e-6, rtol=0, msg=f"{script} {label}"
+            )
+
+
 def test_distill_without_teacher_names_the_fix(tmp_path):
     with pytest.raises(ValueError, match="does not exist|could not be loaded"):
         run_script("distill", "--teacher_model_name_or_path", str(tmp_path / "nope"), "--output_dir", str(tmp_path))
@@ -153,7 +195,8 @@ def test_both_scripts_under_two_process_ddp(tmp_path):
     )
     assert out.count("Saved the student") == 1
     # the teacher-logit cache is computed once (train, validation, test), by the main process, not once per process
-    assert out.count("Computing the teacher's logits") == 3 and len(os.listdir(tmp_path / "cache")) == 3
+    caches = [name for name in os.listdir(tmp_path / "cache") if not name.startswith(".")]  # not .locks
+    assert out.count("Computing the teacher's logits") == 3 and len(caches) == 3
     for folder in (teacher, student):
         assert sorted(f for f in os.listdir(folder) if f.endswith(".safetensors")) == ["model.safetensors"]
         load_file(str(folder / "model.safetensors"))  # complete and readable

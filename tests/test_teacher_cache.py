@@ -2,6 +2,9 @@
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +14,16 @@ from safetensors.torch import load_file
 from transformers import BertTokenizerFast, DataCollatorWithPadding
 
 from hfkd import DistillationArguments, DistillationTrainer, teacher_cache
-from hfkd.teacher_cache import CACHE_RECORD, with_teacher_logits
+from hfkd.distill import load_teacher
+from hfkd.stages import stage_hash
+from hfkd.teacher_cache import (
+    CACHE_RECORD,
+    autocast_dtype,
+    cache_provenance,
+    teacher_fingerprint,
+    tokenizer_fingerprint,
+    with_teacher_logits,
+)
 from hfkd.trainer import TEACHER_LOGITS_COLUMN
 
 from .conftest import LABELS, SPECIAL, WORDS, make_tokenizer, sentiment_of, tiny_bert, tiny_texts
@@ -39,6 +51,18 @@ def tokenized_for(tokenizer, table: Dataset, keep_text: bool) -> Dataset:
 
 def cached(table, teacher_dir, cache_dir, **kwargs):
     return with_teacher_logits(table, teacher_dir, LABELS, max_length=32, cache_dir=str(cache_dir), **kwargs)
+
+
+def cache_folders(cache) -> list[str]:
+    """The cache folders (not the `.locks` folder, nor a hidden temporary one)."""
+    return sorted(entry for entry in os.listdir(cache) if not entry.startswith("."))
+
+
+def count_computes(monkeypatch) -> list:
+    calls = []
+    compute = teacher_cache.compute_teacher_logits
+    monkeypatch.setattr(teacher_cache, "compute_teacher_logits", lambda *a, **k: calls.append(1) or compute(*a, **k))
+    return calls
 
 
 def args(tmp_path, **kwargs):
@@ -74,14 +98,12 @@ def test_cached_loss_and_gradients_equal_online(tmp_path, teacher_dir):
 
 
 def test_cache_is_reused_and_recomputed_when_teacher_tokenizer_or_data_change(tmp_path, teacher_dir, monkeypatch):
-    calls = []
-    compute = teacher_cache.compute_teacher_logits
-    monkeypatch.setattr(teacher_cache, "compute_teacher_logits", lambda *a, **k: calls.append(1) or compute(*a, **k))
+    calls = count_computes(monkeypatch)
     cache = tmp_path / "cache"
     table = raw(12)
     first = cached(table, teacher_dir, cache)
     again = cached(table, teacher_dir, cache)
-    assert len(calls) == 1 and len(os.listdir(cache)) == 1  # reused, not recomputed
+    assert len(calls) == 1 and len(cache_folders(cache)) == 1  # reused, not recomputed
     np.testing.assert_array_equal(np.array(first[TEACHER_LOGITS_COLUMN]), np.array(again[TEACHER_LOGITS_COLUMN]))
 
     # another teacher in the same folder (retrained in place): detected, computed anew into a new folder
@@ -90,7 +112,7 @@ def test_cache_is_reused_and_recomputed_when_teacher_tokenizer_or_data_change(tm
     model.load_state_dict({k: v * 1.1 if k.startswith("classifier") else v for k, v in weights.items()}, strict=False)
     model.save_pretrained(teacher_dir)
     changed = cached(table, teacher_dir, cache)
-    assert len(calls) == 2 and len(os.listdir(cache)) == 2
+    assert len(calls) == 2 and len(cache_folders(cache)) == 2
     assert not np.allclose(np.array(changed[TEACHER_LOGITS_COLUMN]), np.array(first[TEACHER_LOGITS_COLUMN]))
     # changed data (one text), another max_length, another tokenizer: each recomputed
     cached(
@@ -103,18 +125,19 @@ def test_cache_is_reused_and_recomputed_when_teacher_tokenizer_or_data_change(tm
     tokenizer.do_lower_case = False
     tokenizer.backend_tokenizer.normalizer = None
     cached(table, teacher_dir, cache, teacher_tokenizer=tokenizer)
-    assert len(calls) == 5 and len(os.listdir(cache)) == 5
+    assert len(calls) == 5 and len(cache_folders(cache)) == 5
 
 
 def test_corrupt_cache_is_an_error_that_names_the_file(tmp_path, teacher_dir):
     cache = tmp_path / "cache"
     table = raw(10)
     cached(table, teacher_dir, cache)
-    (folder,) = [cache / f for f in os.listdir(cache)]
+    (folder,) = [cache / f for f in cache_folders(cache)]
     logits = np.array(Dataset.load_from_disk(str(folder))[TEACHER_LOGITS_COLUMN], dtype=np.float32)
     logits[3, 1] = np.nan
     record = json.loads((folder / CACHE_RECORD).read_text())
-    teacher_cache._write_cache(str(folder), logits, record)
+    shutil.rmtree(folder)  # the writer never replaces an existing folder
+    assert teacher_cache._write_cache(str(folder), logits, record)
     with pytest.raises(ValueError, match=rf"{folder}.* 1 rows with NaN or inf logits; delete"):
         cached(table, teacher_dir, cache)
     (folder / CACHE_RECORD).write_text(json.dumps(record | {"rows": 11}))
@@ -184,9 +207,155 @@ def test_distill_script_cache_and_online_give_the_same_student(tmp_path, teacher
         argv += ["--output_dir", str(out), "--teacher_logits", mode, "--teacher_logits_cache_dir", str(tmp_path / "c")]
         metrics = script.main(*script.make_parser().parse_args_and_config(argv))
         students[mode] = (load_file(str(out / "model.safetensors")), metrics)
-    assert len(os.listdir(tmp_path / "c")) == 3  # train, validation, test of the source domain
+    assert len(cache_folders(tmp_path / "c")) == 3  # train, validation, test of the source domain
     (cache_weights, cache_metrics), (online_weights, online_metrics) = students["cache"], students["online"]
     for name in cache_weights:
         torch.testing.assert_close(cache_weights[name], online_weights[name], atol=1e-4, rtol=0)
     assert cache_metrics["eval_loss_kd"] == pytest.approx(online_metrics["eval_loss_kd"], abs=1e-5)
     assert cache_metrics["test_accuracy"] == online_metrics["test_accuracy"]
+
+
+def test_tokenizer_fingerprint_ignores_earlier_calls_and_leaves_tokenizer_alone(tmp_path, teacher_dir, monkeypatch):
+    fresh = make_tokenizer(tmp_path)
+    used = make_tokenizer(tmp_path)
+    # what tokenising the student's data / evaluating leaves behind in the backend
+    used(tiny_texts(4), truncation=True, max_length=5, padding="max_length")
+    backend = used.backend_tokenizer
+    state = (backend.to_str(), backend.truncation, backend.padding)
+    assert backend.truncation is not None and backend.padding is not None
+    assert tokenizer_fingerprint(used) == tokenizer_fingerprint(fresh)
+    assert (backend.to_str(), backend.truncation, backend.padding) == state  # fingerprinting changed nothing
+    used.truncation_side = "left"  # keeps other tokens of a long text: other logits
+    assert tokenizer_fingerprint(used) != tokenizer_fingerprint(fresh)
+    used.truncation_side = "right"
+
+    # so a run whose tokenizer has been called before (the experiment, scripts/distill.py) finds a fresh run's cache
+    calls = count_computes(monkeypatch)
+    cache = tmp_path / "cache"
+    first = cached(raw(12), teacher_dir, cache, teacher_tokenizer=fresh)
+    again = cached(raw(12), teacher_dir, cache, teacher_tokenizer=used)
+    assert len(calls) == 1 and len(cache_folders(cache)) == 1
+    np.testing.assert_array_equal(np.array(first[TEACHER_LOGITS_COLUMN]), np.array(again[TEACHER_LOGITS_COLUMN]))
+
+
+def test_the_autocast_dtype_actually_used_is_part_of_the_key(tmp_path):
+    assert autocast_dtype("bf16", "cuda") == torch.bfloat16 and autocast_dtype("fp16", "cuda") == torch.float16
+    # predict() does not autocast elsewhere, so a bf16 run on a CPU computes (and may share) fp32 logits
+    assert autocast_dtype("no", "cuda") is None and autocast_dtype(None, "cuda") is None
+    assert autocast_dtype("bf16", "cpu") is None
+    tokenizer = make_tokenizer(tmp_path)
+
+    def key(precision, device):
+        return cache_provenance(tiny_texts(8), "t", tokenizer, LABELS, 32, autocast=autocast_dtype(precision, device))
+
+    fp32, bf16, fp16, bf16_on_cpu = key("no", "cuda"), key("bf16", "cuda"), key("fp16", "cuda"), key("bf16", "cpu")
+    assert fp32["autocast"] == bf16_on_cpu["autocast"] == "no" and bf16["autocast"] == "bfloat16"
+    assert len({stage_hash(fp32), stage_hash(bf16), stage_hash(fp16)}) == 3  # three folders
+    assert stage_hash(bf16_on_cpu) == stage_hash(fp32)
+
+
+def fake_hub_snapshot(hub, repo_id: str, commit: str, model, tokenizer) -> None:
+    """The Hub cache's layout (`models--org--name/{refs/main,snapshots/<commit>/}`), `main` pointing at `commit`."""
+    repo = hub / f"models--{repo_id.replace('/', '--')}"
+    model.save_pretrained(repo / "snapshots" / commit)
+    tokenizer.save_pretrained(repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_hub_teacher_not_yet_loaded_is_keyed_by_its_resolved_commit(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    repo_id, old, new = "hfkd-test/teacher", "a" * 40, "b" * 40
+    tokenizer = make_tokenizer(tmp_path)
+    fake_hub_snapshot(hub, repo_id, old, tiny_bert(seed=3), tokenizer)
+
+    assert teacher_fingerprint(repo_id) == f"{repo_id}@{old}"  # offline: the cache's refs/main
+    loaded = load_teacher(repo_id, LABELS)
+    assert teacher_fingerprint(repo_id, loaded) == teacher_fingerprint(repo_id)  # loaded or not: the same key
+
+    calls = count_computes(monkeypatch)
+    cache = tmp_path / "cache"
+    first = with_teacher_logits(raw(12), repo_id, LABELS, max_length=32, cache_dir=str(cache))
+    cached_again = with_teacher_logits(raw(12), repo_id, LABELS, max_length=32, cache_dir=str(cache), teacher=loaded)
+    assert len(calls) == 1 and len(cache_folders(cache)) == 1
+    np.testing.assert_allclose(
+        np.array(first[TEACHER_LOGITS_COLUMN]), np.array(cached_again[TEACHER_LOGITS_COLUMN]), atol=1e-6
+    )
+    # a new commit on `main` (another teacher under the same name): a new folder, computed with the new weights
+    fake_hub_snapshot(hub, repo_id, new, tiny_bert(seed=4), tokenizer)
+    assert teacher_fingerprint(repo_id) == f"{repo_id}@{new}"
+    changed = with_teacher_logits(raw(12), repo_id, LABELS, max_length=32, cache_dir=str(cache))
+    assert len(calls) == 2 and len(cache_folders(cache)) == 2
+    assert not np.allclose(np.array(changed[TEACHER_LOGITS_COLUMN]), np.array(first[TEACHER_LOGITS_COLUMN]))
+
+
+def test_writer_keeps_a_folder_another_run_finished_first(tmp_path):
+    folder = str(tmp_path / "cache" / "0123456789")
+    record = {"format": teacher_cache.CACHE_FORMAT, "rows": 4}
+    theirs = np.arange(12, dtype=np.float32).reshape(4, 3)
+    teacher_cache._write_cache(folder, theirs, record)
+    ours_written = teacher_cache._write_cache(folder, theirs + 1, record)  # already there: success, theirs kept
+    kept = np.array(Dataset.load_from_disk(folder)[TEACHER_LOGITS_COLUMN], dtype=np.float32)
+    np.testing.assert_array_equal(kept, theirs)
+    assert ours_written is False
+    assert os.listdir(tmp_path / "cache") == ["0123456789"]  # no temporary folder left behind
+
+
+# One run of with_teacher_logits in a fresh process: both start it together (a file barrier) and the teacher's pass
+# takes a second, so that without a lock both would compute and write the same folder at once.
+_CONCURRENT_RUN = """
+import json, os, sys, time
+import numpy as np
+from datasets import Dataset
+from hfkd import teacher_cache
+from hfkd.trainer import TEACHER_LOGITS_COLUMN
+
+work, teacher_dir, cache, name = sys.argv[1:5]
+spec = json.load(open(os.path.join(work, "spec.json")))
+compute = teacher_cache.compute_teacher_logits
+
+def slow_compute(*args, **kwargs):
+    open(os.path.join(work, f"computed-{name}"), "w").close()
+    time.sleep(1.0)
+    return compute(*args, **kwargs)
+
+teacher_cache.compute_teacher_logits = slow_compute
+open(os.path.join(work, f"ready-{name}"), "w").close()
+deadline = time.time() + 60
+while sum(f.startswith("ready-") for f in os.listdir(work)) < 2 and time.time() < deadline:
+    time.sleep(0.01)
+table = Dataset.from_dict({"text": spec["texts"]})
+out = teacher_cache.with_teacher_logits(table, teacher_dir, spec["labels"], max_length=32, cache_dir=cache)
+np.save(os.path.join(work, f"logits-{name}.npy"), np.array(out[TEACHER_LOGITS_COLUMN], dtype=np.float32))
+"""
+
+
+@pytest.mark.slow
+def test_two_runs_filling_the_same_cache_at_once_both_succeed(tmp_path, teacher_dir):
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    work.mkdir()
+    (work / "spec.json").write_text(json.dumps({"texts": tiny_texts(20), "labels": LABELS}))
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env |= {"OMP_NUM_THREADS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CONCURRENT_RUN, str(work), teacher_dir, str(cache), name],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    for run in runs:
+        output, _ = run.communicate(timeout=240)
+        assert run.returncode == 0, output
+    assert len([f for f in os.listdir(work) if f.startswith("computed-")]) == 1  # one computed, one waited
+    np.testing.assert_array_equal(np.load(work / "logits-a.npy"), np.load(work / "logits-b.npy"))
+    assert len(cache_folders(cache)) == 1 and set(os.listdir(cache)) == {*cache_folders(cache), ".locks"}
+    # and it is the cache a later run in this process finds (the same provenance)
+    reused = cached(Dataset.from_dict({"text": tiny_texts(20)}), teacher_dir, cache)
+    np.testing.assert_array_equal(np.array(reused[TEACHER_LOGITS_COLUMN]), np.load(work / "logits-a.npy"))
