@@ -1,24 +1,22 @@
 """hfkd: knowledge distillation of BERT-class text classifiers with Hugging Face Transformers."""
 
-__version__ = "0.2.0"
+import importlib.metadata
 
-from .config import (
-    DataArguments,
-    DistillationArguments,
-    EvaluationArguments,
-    ExperimentArguments,
-    FinetuneArguments,
-    ModelArguments,
-    StudentArguments,
-)
-from .data import load_domains, tokenize_domains
-from .evaluation import evaluate_models
-from .experiment import run_experiment
+from . import _deprecated
+from .data import DataArguments, load_domains, tokenize_domains
+from .distillation_config import DistillationArguments, StudentArguments
+from .evaluation import EvaluationArguments, evaluate_models
+from .experiment import ExperimentArguments, run_experiment
 from .losses import distillation_loss, hard_label_ce, soft_target_kl
 from .models import load_classifier, load_tokenizer
 from .parser import HfkdParser
+from .pipelines.finetune import FinetuneArguments, ModelArguments
 from .students import student_from_teacher, student_tokenizer
 from .trainer import DistillationTrainer
+
+__version__ = importlib.metadata.version("hfkd")
+
+_deprecated.install()
 
 __all__ = [
     "DataArguments",

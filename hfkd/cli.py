@@ -19,9 +19,11 @@ import os
 import sys
 from typing import Any
 
-from .config import STUDENT_MODELS
-from .hub import HubError, make_model_card, push_student, student_files, write_model_card
-from .report import RESULTS_FILE, load_results
+from .evaluation.results import RESULTS_FILE, load_results
+from .experiment.arguments import STUDENT_MODELS
+from .hub.card import make_model_card, write_model_card
+from .hub.push import HubError, push_student, student_files
+from .launch import report_error, show_traceback
 
 STUDENTS = STUDENT_MODELS
 
@@ -88,8 +90,6 @@ def main(argv: list[str] | None = None) -> int:
             url = push_student(folder, args.repo_id, private=args.private or None, results=results, model=model)
             print(f"Pushed {folder} to {args.repo_id}: {url}")
     except (HubError, ValueError) as error:
-        from .runs import report_error, show_traceback  # the scripts' one-line report; HFKD_TRACEBACK=1 for more
-
         if show_traceback():
             raise
         report_error(error)

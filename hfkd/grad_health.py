@@ -3,8 +3,8 @@ gradients, and a `grad_health.png` of the run.
 
 The groups are the embeddings, each encoder layer, the head (pooler / classifier) and any distillation projections.
 [`GradientHealth`] does the bookkeeping for any training loop; [`GradientHealthCallback`] plugs it into a
-`transformers.Trainer` and the Accelerate loop of `hfkd.finetune` calls it directly. Norms are computed only at
-logging steps (one host sync there); the clipping count is kept on the device every step.
+`transformers.Trainer` and the Accelerate loop of `hfkd.pipelines.finetune` calls it directly. Norms are computed only
+at logging steps (one host sync there); the clipping count is kept on the device every step.
 """
 
 from __future__ import annotations

@@ -11,11 +11,13 @@ A model name is one of:
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import re
 from collections.abc import Mapping, Sequence
 
 import torch
+from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedConfig
 from transformers.modeling_utils import PreTrainedModel
 from transformers.utils import logging
@@ -43,12 +45,14 @@ _HUB_KWARGS = (
     "code_revision",
 )
 _GENERIC_LABEL = re.compile(r"LABEL_(\d+)")
+_TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
 
 
-def _hub_offline() -> bool:
-    # Read at call time (huggingface_hub reads it once at import), same truthy values as huggingface_hub.
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.upper() in {"1", "ON", "YES", "TRUE"}
+def hub_offline() -> bool:
+    """Whether the user asked for no Hub access: `HF_HUB_OFFLINE`, `TRANSFORMERS_OFFLINE` or `HF_EVALUATE_OFFLINE` set
+    to a truthy value. Read now (the libraries read them once, at import), with huggingface_hub's truthy values."""
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE")
+    return any(os.environ.get(name, "").upper() in _TRUE_VALUES for name in names)
 
 
 def hfkd_cache_dir() -> str:
@@ -177,7 +181,7 @@ def resolve_model_name_or_path(name_or_path: str) -> str:
         raise ValueError(
             f"The local model path {name_or_path!r} does not exist (looked for {os.path.abspath(expanded)!r})."
         )
-    if "/" in name_or_path and _hub_offline() and not _in_hub_cache(name_or_path):
+    if "/" in name_or_path and hub_offline() and not _in_hub_cache(name_or_path):
         raise ValueError(
             f"{name_or_path!r} is not a local folder (looked for {os.path.abspath(name_or_path)!r}) and, as a Hub id, "
             "it is not in the Hub cache while Hub access is offline (HF_HUB_OFFLINE=1). Give an existing local "
@@ -213,7 +217,7 @@ def _config_of(model_or_config: PreTrainedModel | PreTrainedConfig) -> PreTraine
 def model_label_names(model_or_config: PreTrainedModel | PreTrainedConfig) -> list[str]:
     """The label names of a model (or config), `id2label` in id order."""
     id2label: Mapping = _config_of(model_or_config).id2label or {}
-    return [id2label[i] for i in sorted(id2label, key=int)]
+    return [str(id2label[i]) for i in sorted(id2label, key=int)]
 
 
 def labels_are_generic(config: PreTrainedModel | PreTrainedConfig) -> bool:
@@ -382,3 +386,32 @@ def reorder_labels(model: PreTrainedModel, label_names: Sequence[str]) -> PreTra
     model.config.id2label = dict(enumerate(label_names))
     model.config.label2id = {name: i for i, name in enumerate(label_names)}
     return model
+
+
+def load_teacher(name_or_path: str | None, label_names: list[str]) -> PreTrainedModel:
+    """Load a teacher that already has a trained classification head for `label_names`."""
+    if not name_or_path:
+        raise ValueError(
+            "teacher_model_name_or_path is not set. Fine-tune a teacher first (accelerate launch scripts/finetune.py "
+            "--config configs/teacher_tweets.yaml) and pass its output_dir, or pass a fine-tuned Hub model id."
+        )
+    hint = (
+        "Fine-tune a teacher first (accelerate launch scripts/finetune.py --config configs/teacher_tweets.yaml) and "
+        "pass its output_dir, or fix the path."
+    )
+    try:
+        config = AutoConfig.from_pretrained(resolve_model_name_or_path(name_or_path))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"teacher_model_name_or_path={name_or_path!r} could not be loaded: {err}\n{hint}") from None
+    if not has_trained_head(config):
+        raise ValueError(
+            f"teacher_model_name_or_path={name_or_path!r} has no trained classification head (architectures "
+            f"{config.architectures}, labels {list(config.id2label.values())}); a teacher must be fine-tuned on "
+            "the task first: run scripts/finetune.py with model_name_or_path set to it and use its output_dir as "
+            "the teacher."
+        )
+    return load_classifier(name_or_path, label_names=label_names)
+
+
+def forward_argument_names(model: nn.Module) -> set[str]:
+    return set(inspect.signature(model.forward).parameters)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 from typing import Any
 
 import torch
@@ -12,19 +11,13 @@ from transformers import PreTrainedModel, Trainer
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging
 
-from .config import DistillationArguments
+from .distillation_config import DistillationArguments
 from .intermediate import PROJECTION_ATTR, TERMS, IntermediateTerms, ProjectedStudent
 from .losses import IGNORE_INDEX, get_distillation_loss, hard_label_ce
+from .models import forward_argument_names, model_label_names
+from .teacher_logits import TEACHER_LOGITS_COLUMN
 
 logger = logging.get_logger(__name__)
-
-TEACHER_LOGITS_COLUMN = "teacher_logits"
-
-
-def label_names_of(model: PreTrainedModel) -> list[str]:
-    """The model's label names in id order (`config.id2label`)."""
-    id2label = model.config.id2label
-    return [str(id2label[i]) for i in sorted(int(k) for k in id2label)]
 
 
 def align_label_spaces(teacher: PreTrainedModel, student: PreTrainedModel) -> list[int] | None:
@@ -33,7 +26,7 @@ def align_label_spaces(teacher: PreTrainedModel, student: PreTrainedModel) -> li
     Returns `None` when both models list the same names in the same order, else the teacher column for each student
     label (so `teacher_logits[:, index]` is in the student's order). Raises a `ValueError` when the names differ.
     """
-    teacher_names, student_names = label_names_of(teacher), label_names_of(student)
+    teacher_names, student_names = model_label_names(teacher), model_label_names(student)
     if teacher_names == student_names:
         return None
     if sorted(teacher_names) == sorted(student_names) and len(set(teacher_names)) == len(teacher_names):
@@ -79,10 +72,6 @@ def _has_teacher_logits(dataset: Any) -> bool:
     return TEACHER_LOGITS_COLUMN in (getattr(dataset, "column_names", None) or [])
 
 
-def forward_argument_names(model: nn.Module) -> set[str]:
-    return set(inspect.signature(model.forward).parameters)
-
-
 class DistillationTrainer(Trainer):
     """A [`~transformers.Trainer`] that distils a frozen teacher into the model being trained (the student).
 
@@ -106,7 +95,7 @@ class DistillationTrainer(Trainer):
         model (`PreTrainedModel`): the student.
         teacher_model (`PreTrainedModel`, *optional*): the fine-tuned teacher. Its labels must be the student's (by
             name; a different order is mapped). May be `None` when every dataset carries the teacher's precomputed
-            logits as a `teacher_logits` column (in the student's label order; see `hfkd.teacher_cache`): then no
+            logits as a `teacher_logits` column (in the student's label order; see `hfkd.teacher_logits`): then no
             teacher is held in memory, and the student may use another tokenizer.
         args ([`DistillationArguments`]): training and distillation settings.
         teacher_processing_class (*optional*): the teacher's tokenizer; when given it must equal the student's.
@@ -137,7 +126,7 @@ class DistillationTrainer(Trainer):
         if teacher_model is None and not _has_teacher_logits(kwargs.get("train_dataset")):
             raise ValueError(
                 "DistillationTrainer needs `teacher_model`, or a train_dataset with a precomputed "
-                f"{TEACHER_LOGITS_COLUMN!r} column (hfkd.teacher_cache.with_teacher_logits)."
+                f"{TEACHER_LOGITS_COLUMN!r} column (hfkd.teacher_logits.with_teacher_logits)."
             )
         self._teacher_label_index = None
         if teacher_model is not None:
@@ -201,7 +190,7 @@ class DistillationTrainer(Trainer):
         elif self.teacher is None:
             raise ValueError(
                 f"A batch has no {TEACHER_LOGITS_COLUMN!r} column and the trainer has no teacher_model: add the "
-                "cached logits to every dataset it trains and evaluates on (hfkd.teacher_cache.with_teacher_logits), "
+                "cached logits to every dataset it trains and evaluates on (hfkd.teacher_logits.with_teacher_logits), "
                 "or pass teacher_model."
             )
         else:

@@ -37,12 +37,13 @@ import torch
 from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
 
 from hfkd import DistillationArguments, DistillationTrainer
-from hfkd.data import load_domains, tokenize_domains
+from hfkd.data.domains import load_domains, tokenize_domains
 from hfkd.grad_health import add_gradient_health
+from hfkd.launch import exit_on_bad_input, prepare_launch_environment, setup_logging
 from hfkd.models import load_classifier, load_tokenizer
-from hfkd.runs import environment_info, exit_on_bad_input, hardware_info, prepare_launch_environment, setup_logging
+from hfkd.run_files import environment_info, hardware_info
 from hfkd.students import student_from_teacher, student_tokenizer
-from hfkd.teacher_cache import with_teacher_logits
+from hfkd.teacher_logits import with_teacher_logits
 
 
 @dataclass

@@ -2,7 +2,7 @@
 each evaluated on the test split of every domain, with a report.
 
 The default: MiniLM-L6 teacher fine-tuned on airline tweets, 3-layer students, targets the other four tweet topics
-(about 15 minutes on 2 CPU cores):
+(about 5-10 minutes on 2 CPU cores):
 
     accelerate launch scripts/cross_domain.py --config configs/experiment_tweets.yaml
 
@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import os
 
-from hfkd.config import DataArguments, DistillationArguments, ExperimentArguments, ModelArguments, StudentArguments
-from hfkd.experiment import run_experiment
+from hfkd.data.arguments import DataArguments
+from hfkd.distillation_config import DistillationArguments, StudentArguments
+from hfkd.evaluation.report import format_ratio, format_score
+from hfkd.experiment.arguments import ExperimentArguments
+from hfkd.experiment.cross_domain import run_experiment
+from hfkd.launch import exit_on_bad_input, launch_command, prepare_launch_environment, setup_logging
 from hfkd.parser import HfkdParser
-from hfkd.report import format_ratio, format_score
-from hfkd.runs import exit_on_bad_input, launch_command, prepare_launch_environment, setup_logging
+from hfkd.pipelines.finetune import ModelArguments
 
 
 def make_parser() -> HfkdParser:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 
-from hfkd.config import DataArguments, DistillationArguments, StudentArguments
-from hfkd.distill import distill
+from hfkd.data.arguments import DataArguments
+from hfkd.distillation_config import DistillationArguments, StudentArguments
+from hfkd.launch import exit_on_bad_input, launch_command, prepare_launch_environment, setup_logging
 from hfkd.parser import HfkdParser
-from hfkd.runs import exit_on_bad_input, launch_command, prepare_launch_environment, setup_logging
+from hfkd.pipelines.distill import distill
 
 
 def make_parser() -> HfkdParser:

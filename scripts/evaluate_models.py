@@ -15,11 +15,11 @@ import os
 import shlex
 import sys
 
-from hfkd.config import DataArguments, EvaluationArguments
-from hfkd.evaluation import run_evaluation
+from hfkd.data.arguments import DataArguments
+from hfkd.evaluation.report import format_score
+from hfkd.evaluation.run import EvaluationArguments, run_evaluation
+from hfkd.launch import exit_on_bad_input, prepare_launch_environment, setup_logging
 from hfkd.parser import HfkdParser
-from hfkd.report import format_score
-from hfkd.runs import exit_on_bad_input, prepare_launch_environment, setup_logging
 
 
 def make_parser() -> HfkdParser:

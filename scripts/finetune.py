@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 
-from hfkd.config import DataArguments, FinetuneArguments, ModelArguments, StudentArguments
-from hfkd.finetune import finetune
+from hfkd.data.arguments import DataArguments
+from hfkd.distillation_config import StudentArguments
+from hfkd.launch import exit_on_bad_input, prepare_launch_environment, setup_logging
 from hfkd.parser import HfkdParser
-from hfkd.runs import exit_on_bad_input, prepare_launch_environment, setup_logging
+from hfkd.pipelines.finetune import FinetuneArguments, ModelArguments, finetune
 
 
 def make_parser() -> HfkdParser:

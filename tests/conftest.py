@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import shutil
+import subprocess
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach the Hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -36,7 +41,8 @@ def make_tokenizer(folder) -> BertTokenizerFast:
     return tok
 
 
-def tiny_bert_config(num_layers: int = 2, **overrides) -> BertConfig:
+def tiny_bert_config(num_layers: int = 2, labels: list[str] | None = LABELS, **overrides) -> BertConfig:
+    """A 2-layer BERT of width 32 for the tiny vocabulary; `labels=None` leaves the placeholder labels."""
     kwargs = dict(
         vocab_size=len(SPECIAL) + len(WORDS),
         hidden_size=32,
@@ -46,10 +52,11 @@ def tiny_bert_config(num_layers: int = 2, **overrides) -> BertConfig:
         max_position_embeddings=64,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
-        num_labels=len(LABELS),
-        id2label=dict(enumerate(LABELS)),
-        label2id={name: i for i, name in enumerate(LABELS)},
     )
+    if labels is not None:
+        kwargs.update(
+            num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
+        )
     kwargs.update(overrides)
     return BertConfig(**kwargs)
 
@@ -103,3 +110,97 @@ def tokenized(tokenizer):
         return ds.rename_column("label", "labels").remove_columns("text")
 
     return tokenize
+
+
+# --- the scripts, as a user runs them ---
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "configs", "tiny.yaml")
+
+
+def load_script(name):
+    """`scripts/<name>.py` as a module (its `make_parser()` and `main()`)."""
+    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses in a script look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(name, *args):
+    """Run a script in-process on configs/tiny.yaml plus `args`; returns what its `main` returns."""
+    script = load_script(name)
+    return script.main(*script.make_parser().parse_args_and_config(["--config", TINY, *args]))
+
+
+def launch_ddp(*args, timeout=600):
+    """Run a script under `accelerate launch` with 2 CPU processes (DDP); returns its stdout and stderr."""
+    # `accelerate launch --num_processes 2 --cpu` starts ONE process (huggingface/accelerate#2741); the shipped
+    # config starts two through torchrun and the scripts switch them to CPU DDP.
+    config = os.path.join(ROOT, "configs", "accelerate", "cpu_ddp.yaml")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc.stdout + proc.stderr
+
+
+# --- a tiny cross-domain experiment ---
+
+DOMAINS = ("air", "phone", "car")
+
+
+def write_domains(folder, n=48):
+    os.makedirs(folder, exist_ok=True)
+    for i, name in enumerate(DOMAINS):
+        with open(os.path.join(folder, f"{name}.jsonl"), "w") as f:
+            for text in tiny_texts(n, seed=10 + i):
+                f.write(json.dumps({"text": f"{name} {text}", "label": LABELS[sentiment_of(text)]}) + "\n")
+    return folder
+
+
+def run_experiment(tmp_path, *args, source=("air",)):
+    """scripts/cross_domain.py with tiny models on three tiny domains, into `tmp_path / "exp"`."""
+    script = load_script("cross_domain")
+    common = ["--source_domains", *source] if source else []
+    common += [
+        "--dataset", str(write_domains(tmp_path / "domains")),
+        "--model_name_or_path", "builtin:tiny-bert", "--student_num_layers", "1", "--max_length", "32",
+        "--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16",
+        "--learning_rate", "1e-3", "--logging_steps", "2", "--save_total_limit", "1", "--seed", "0",
+        "--report_to", "none", "--disable_tqdm", "true", "--output_dir", str(tmp_path / "exp"),
+    ]  # fmt: skip
+    return script.main(*script.make_parser().parse_args_and_config(common + list(args)))
+
+
+def copy_run(src, dst) -> None:
+    """Copy a folder of runs, rewriting the absolute paths its JSON and markdown files hold to the copy's."""
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    old, new = os.path.abspath(src), os.path.abspath(dst)
+    for folder, _, files in os.walk(dst):
+        for name in files:
+            if name.endswith((".json", ".md")):
+                path = os.path.join(folder, name)
+                with open(path) as f:
+                    text = f.read()
+                if old in text:
+                    with open(path, "w") as f:
+                        f.write(text.replace(old, new))
+
+
+@pytest.fixture(scope="session")
+def experiment_once(tmp_path_factory):
+    """The tiny experiment, trained once per test session."""
+    tmp_path = tmp_path_factory.mktemp("experiment")
+    run_experiment(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def experiment(experiment_once, tmp_path_factory):
+    """`(tmp_path, results)`: a test module's own copy of the session's experiment (its tests may rerun stages or
+    rewrite cards in it), and its `results.json`."""
+    tmp_path = tmp_path_factory.mktemp("experiment-copy")
+    copy_run(experiment_once, tmp_path)
+    with open(tmp_path / "exp" / "results.json") as f:
+        return tmp_path, json.load(f)

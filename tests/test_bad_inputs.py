@@ -11,8 +11,7 @@ from transformers import AutoConfig, BertTokenizerFast
 
 from hfkd import DistillationArguments, DistillationTrainer
 
-from .conftest import SPECIAL, WORDS, tiny_bert
-from .test_scripts import TINY, load_script, run_script
+from .conftest import ROOT, SPECIAL, TINY, WORDS, load_script, run_script, tiny_bert
 
 
 @pytest.fixture(scope="module")
@@ -259,13 +258,13 @@ def test_malformed_jsonl_line_is_named(tmp_path):
 
 
 def test_a_bad_input_is_reported_once_per_run(monkeypatch, capsys):
-    import hfkd.runs
-    from hfkd.config import check_range
-    from hfkd.runs import exit_on_bad_input
+    import hfkd.launch
+    from hfkd.arguments import check_range
+    from hfkd.launch import exit_on_bad_input
 
     slept, exits = [], []
-    monkeypatch.setattr(hfkd.runs.time, "sleep", slept.append)
-    monkeypatch.setattr(hfkd.runs.os, "_exit", exits.append)
+    monkeypatch.setattr(hfkd.launch.time, "sleep", slept.append)
+    monkeypatch.setattr(hfkd.launch.os, "_exit", exits.append)
     monkeypatch.delenv("HFKD_TRACEBACK", raising=False)
     monkeypatch.setenv("WORLD_SIZE", "2")
     # The main process reports and exits at once (torchrun then stops the others); another one waits, then says which.
@@ -276,7 +275,7 @@ def test_a_bad_input_is_reported_once_per_run(monkeypatch, capsys):
         err = capsys.readouterr().err
         assert stop.value.code == 1 and err.startswith(f"{prefix}alpha must be in [0, 1]; got alpha=1.5.")
         assert err.count("\n") == 1
-    assert slept == [hfkd.runs.OTHER_RANK_REPORT_DELAY_S] and exits == [1]
+    assert slept == [hfkd.launch.OTHER_RANK_REPORT_DELAY_S] and exits == [1]
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(SystemExit), exit_on_bad_input():
@@ -294,8 +293,6 @@ def launch_distill(tmp_path, *args, traceback=False):
     """`accelerate launch -q scripts/distill.py ...` (one process), as a user runs it."""
     import subprocess
     import sys
-
-    from .test_scripts import ROOT
 
     config = tmp_path / "one_process.yaml"  # not the user's default accelerate config
     config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nnum_processes: 1\n")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from .test_scripts import load_script
+from .conftest import load_script
 
 
 @pytest.mark.slow

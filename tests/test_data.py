@@ -10,17 +10,12 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import BertTokenizerFast
 
-from hfkd.data import (
-    concatenate_domains,
-    dedup_key,
-    domain_counts,
-    format_domain_counts,
-    load_domains,
-    tokenize_domains,
-)
-from hfkd.tweets import TWEET_DOMAIN_RULES, TWEET_DOMAINS, TWEET_LABELS
+from hfkd.data.dedup import dedup_key
+from hfkd.data.domains import concatenate_domains, domain_counts, format_domain_counts, load_domains, tokenize_domains
+from hfkd.data.tweets import TWEET_DOMAIN_RULES, TWEET_DOMAINS, TWEET_LABELS
 
-LABELS = ["negative", "neutral", "positive"]
+from .conftest import LABELS
+
 WORDS = "good great love bad awful hate flight phone car music ball the a is was my not very so and".split()
 
 

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from hfkd.evaluation import evaluate_models, overall_summary, predict, summarize
+from hfkd.evaluation.matrix import evaluate_models
+from hfkd.evaluation.results import overall_summary, summarize
+from hfkd.inference import predict
 
 from .conftest import LABELS, sentiment_of, tiny_bert, tiny_texts
 

@@ -8,35 +8,11 @@ import re
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from hfkd.experiment import unlabeled_target_rows
-from hfkd.report import format_ratio, format_score
+from hfkd.evaluation.report import format_ratio, format_score
+from hfkd.experiment.cross_domain import unlabeled_target_rows
 
-from .conftest import LABELS, sentiment_of, tiny_texts
-from .test_scripts import load_script
-
-DOMAINS = ("air", "phone", "car")
-
-
-def write_domains(folder, n=48):
-    os.makedirs(folder, exist_ok=True)
-    for i, name in enumerate(DOMAINS):
-        with open(os.path.join(folder, f"{name}.jsonl"), "w") as f:
-            for text in tiny_texts(n, seed=10 + i):
-                f.write(json.dumps({"text": f"{name} {text}", "label": LABELS[sentiment_of(text)]}) + "\n")
-    return folder
-
-
-def run(tmp_path, *args, source=("air",)):
-    script = load_script("cross_domain")
-    common = ["--source_domains", *source] if source else []
-    common += [
-        "--dataset", str(write_domains(tmp_path / "domains")),
-        "--model_name_or_path", "builtin:tiny-bert", "--student_num_layers", "1", "--max_length", "32",
-        "--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16",
-        "--learning_rate", "1e-3", "--logging_steps", "2", "--save_total_limit", "1", "--seed", "0",
-        "--report_to", "none", "--disable_tqdm", "true", "--output_dir", str(tmp_path / "exp"),
-    ]  # fmt: skip
-    return script.main(*script.make_parser().parse_args_and_config(common + list(args)))
+from .conftest import DOMAINS, LABELS, ROOT, launch_ddp, load_script, write_domains
+from .conftest import run_experiment as run
 
 
 def table_row(report: str, heading: str, model: str) -> tuple[list[str], list[str]]:
@@ -49,12 +25,6 @@ def table_row(report: str, heading: str, model: str) -> tuple[list[str], list[st
         if cells[0].strip("*") == model:
             return header, cells
     raise AssertionError(f"no row {model!r} under {heading!r}")
-
-
-@pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("experiment")
-    return tmp_path, run(tmp_path)
 
 
 def test_experiment_writes_every_output(experiment):
@@ -188,9 +158,7 @@ def test_evaluate_script_reproduces_the_experiment_matrix(experiment, tmp_path):
 
 def test_own_domains_config_plans_one_block_per_file(tmp_path):
     # configs/experiment_folder.yaml works on any folder of <domain>.jsonl files without naming a domain
-    from hfkd.experiment import Experiment
-
-    from .test_scripts import ROOT
+    from hfkd.experiment.cross_domain import Experiment
 
     folder = write_domains(tmp_path / "mine")
     script = load_script("cross_domain")
@@ -227,10 +195,9 @@ def test_given_teacher_is_used_and_fingerprinted(experiment, tmp_path):
 @pytest.mark.slow
 def test_experiment_under_two_process_ddp(tmp_path):
     # Several stages in one launch: no stage may tear down the process group that the next one needs.
-    from .test_scripts import _launch
 
     folder = write_domains(tmp_path / "domains", n=32)
-    out = _launch(
+    out = launch_ddp(
         "scripts/cross_domain.py", "--dataset", str(folder), "--source_domains", "air",
         "--model_name_or_path", "builtin:tiny-bert", "--student_num_layers", "1", "--max_length", "32",
         "--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--learning_rate", "1e-3",

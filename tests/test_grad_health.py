@@ -9,8 +9,7 @@ import torch
 from hfkd import DistillationArguments, DistillationTrainer
 from hfkd.grad_health import PLOT_FILE, GradientHealth, add_gradient_health, group_of, parameter_groups
 
-from .conftest import tiny_bert
-from .test_scripts import run_script
+from .conftest import run_script, tiny_bert
 
 
 def test_layer_groups():

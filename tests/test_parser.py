@@ -2,10 +2,12 @@ import os
 
 import pytest
 
-from hfkd.config import DataArguments, DistillationArguments, FinetuneArguments, ModelArguments, StudentArguments
+from hfkd.data.arguments import DataArguments
+from hfkd.distillation_config import DistillationArguments, StudentArguments
 from hfkd.parser import HfkdParser, config_to_dict
+from hfkd.pipelines.finetune import FinetuneArguments, ModelArguments
 
-from .test_scripts import ROOT, load_script
+from .conftest import ROOT, load_script
 
 
 def distill_parser():
@@ -89,6 +91,6 @@ def test_config_to_dict_is_flat_and_serialisable(tmp_path):
     flat = config_to_dict(DataArguments(), args)
     json.dumps(flat)
     assert flat["temperature"] == 2.0 and flat["dataset"] == "tweets"
-    from hfkd.runs import redact
+    from hfkd.run_files import redact
 
     assert "hf_secret" not in json.dumps(redact(flat))

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from .test_scripts import ROOT, TINY, load_script, run_script
+from .conftest import ROOT, TINY, load_script, run_script
 
 # 400 airline tweets, batch 8: 50 steps per epoch, so the kill lands well inside the second epoch
 LONGER = ["--max_train_samples", "400", "--num_train_epochs", "2", "--save_total_limit", "3", "--seed", "0"]

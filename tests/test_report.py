@@ -9,19 +9,10 @@ import os
 import numpy as np
 import pytest
 
-from hfkd.report import (
-    HEATMAP_FILE,
-    REPORT_FILE,
-    RESULTS_FILE,
-    RETENTION_FILE,
-    format_ratio,
-    format_score,
-    load_results,
-    plot_heatmap,
-    plot_retention,
-    render_report,
-    write_outputs,
-)
+from hfkd.evaluation.outputs import write_outputs
+from hfkd.evaluation.plots import HEATMAP_FILE, RETENTION_FILE, plot_heatmap, plot_retention
+from hfkd.evaluation.report import REPORT_FILE, format_ratio, format_score, render_report
+from hfkd.evaluation.results import RESULTS_FILE, load_results
 
 PNG = b"\x89PNG\r\n\x1a\n"
 DOMAINS = ["airline", "apple", "coachella"]

@@ -1,31 +1,14 @@
 """Both scripts end to end on configs/tiny.yaml: in-process, resumed, and under 2-process CPU DDP."""
 
-import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(ROOT, "configs", "tiny.yaml")
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(ROOT, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses in a script look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_script(name, *args):
-    script = load_script(name)
-    return script.main(*script.make_parser().parse_args_and_config(["--config", TINY, *args]))
+from .conftest import ROOT, TINY, launch_ddp, run_script
 
 
 @pytest.fixture(scope="module")
@@ -149,21 +132,10 @@ def test_distill_without_teacher_names_the_fix(tmp_path):
         run_script("distill", "--teacher_model_name_or_path", str(tmp_path / "nope"), "--output_dir", str(tmp_path))
 
 
-def _launch(*args, timeout=600):
-    # `accelerate launch --num_processes 2 --cpu` starts ONE process (huggingface/accelerate#2741); the shipped
-    # config starts two through torchrun and the scripts switch them to CPU DDP.
-    config = os.path.join(ROOT, "configs", "accelerate", "cpu_ddp.yaml")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, *args]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc.stdout + proc.stderr
-
-
 @pytest.mark.slow
 def test_both_scripts_under_two_process_ddp(tmp_path):
     teacher, student = tmp_path / "teacher", tmp_path / "student"
-    out = _launch(
+    out = launch_ddp(
         "scripts/finetune.py",
         "--config",
         TINY,
@@ -178,7 +150,7 @@ def test_both_scripts_under_two_process_ddp(tmp_path):
     metrics = json.loads((teacher / "metrics.json").read_text())
     assert metrics["eval_n"] == 32  # gather_for_metrics drops the duplicated padding rows
     assert metrics["global_step"] == 4  # 64 rows / (2 processes x batch 8)
-    out = _launch(
+    out = launch_ddp(
         "scripts/distill.py",
         "--config",
         TINY,
@@ -204,7 +176,7 @@ def test_both_scripts_under_two_process_ddp(tmp_path):
 
 
 def test_launch_environment_switches_multi_process_cpu_runs_to_ddp(monkeypatch):
-    from hfkd.runs import prepare_launch_environment
+    from hfkd.launch import prepare_launch_environment
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -232,7 +204,7 @@ def test_no_script_shadows_an_installed_module():
 
 def test_one_process_launched_on_a_cpu_machine_uses_every_core(monkeypatch):
     # plain `accelerate launch` sets OMP_NUM_THREADS=1 for its single process: on a CPU machine that is one core
-    from hfkd.runs import prepare_launch_environment
+    from hfkd.launch import prepare_launch_environment
 
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)

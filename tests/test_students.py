@@ -23,7 +23,8 @@ from transformers import (
 from hfkd.models import model_label_names
 from hfkd.students import default_layer_ids, load_student, student_from_teacher, student_tokenizer
 
-LABELS = ["negative", "neutral", "positive"]
+from .conftest import LABELS
+
 WORDS = "good great love bad awful hate the a movie flight was is very not so".split()
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
 

@@ -13,21 +13,20 @@ from datasets import Dataset
 from safetensors.torch import load_file
 from transformers import BertTokenizerFast, DataCollatorWithPadding
 
-from hfkd import DistillationArguments, DistillationTrainer, teacher_cache
-from hfkd.distill import load_teacher
-from hfkd.stages import stage_hash
-from hfkd.teacher_cache import (
+from hfkd import DistillationArguments, DistillationTrainer, teacher_logits
+from hfkd.fingerprints import content_hash
+from hfkd.models import load_teacher
+from hfkd.teacher_logits import (
     CACHE_RECORD,
+    TEACHER_LOGITS_COLUMN,
     autocast_dtype,
     cache_provenance,
     teacher_fingerprint,
     tokenizer_fingerprint,
     with_teacher_logits,
 )
-from hfkd.trainer import TEACHER_LOGITS_COLUMN
 
-from .conftest import LABELS, SPECIAL, WORDS, make_tokenizer, sentiment_of, tiny_bert, tiny_texts
-from .test_scripts import TINY, load_script
+from .conftest import LABELS, SPECIAL, TINY, WORDS, load_script, make_tokenizer, sentiment_of, tiny_bert, tiny_texts
 
 
 @pytest.fixture
@@ -60,8 +59,8 @@ def cache_folders(cache) -> list[str]:
 
 def count_computes(monkeypatch) -> list:
     calls = []
-    compute = teacher_cache.compute_teacher_logits
-    monkeypatch.setattr(teacher_cache, "compute_teacher_logits", lambda *a, **k: calls.append(1) or compute(*a, **k))
+    compute = teacher_logits.compute_teacher_logits
+    monkeypatch.setattr(teacher_logits, "compute_teacher_logits", lambda *a, **k: calls.append(1) or compute(*a, **k))
     return calls
 
 
@@ -137,7 +136,7 @@ def test_corrupt_cache_is_an_error_that_names_the_file(tmp_path, teacher_dir):
     logits[3, 1] = np.nan
     record = json.loads((folder / CACHE_RECORD).read_text())
     shutil.rmtree(folder)  # the writer never replaces an existing folder
-    assert teacher_cache._write_cache(str(folder), logits, record)
+    assert teacher_logits._write_cache(str(folder), logits, record)
     with pytest.raises(ValueError, match=rf"{folder}.* 1 rows with NaN or inf logits; delete"):
         cached(table, teacher_dir, cache)
     (folder / CACHE_RECORD).write_text(json.dumps(record | {"rows": 11}))
@@ -250,8 +249,8 @@ def test_the_autocast_dtype_actually_used_is_part_of_the_key(tmp_path):
 
     fp32, bf16, fp16, bf16_on_cpu = key("no", "cuda"), key("bf16", "cuda"), key("fp16", "cuda"), key("bf16", "cpu")
     assert fp32["autocast"] == bf16_on_cpu["autocast"] == "no" and bf16["autocast"] == "bfloat16"
-    assert len({stage_hash(fp32), stage_hash(bf16), stage_hash(fp16)}) == 3  # three folders
-    assert stage_hash(bf16_on_cpu) == stage_hash(fp32)
+    assert len({content_hash(fp32), content_hash(bf16), content_hash(fp16)}) == 3  # three folders
+    assert content_hash(bf16_on_cpu) == content_hash(fp32)
 
 
 def fake_hub_snapshot(hub, repo_id: str, commit: str, model, tokenizer) -> None:
@@ -294,10 +293,10 @@ def test_hub_teacher_not_yet_loaded_is_keyed_by_its_resolved_commit(tmp_path, mo
 
 def test_writer_keeps_a_folder_another_run_finished_first(tmp_path):
     folder = str(tmp_path / "cache" / "0123456789")
-    record = {"format": teacher_cache.CACHE_FORMAT, "rows": 4}
+    record = {"format": teacher_logits.CACHE_FORMAT, "rows": 4}
     theirs = np.arange(12, dtype=np.float32).reshape(4, 3)
-    teacher_cache._write_cache(folder, theirs, record)
-    ours_written = teacher_cache._write_cache(folder, theirs + 1, record)  # already there: success, theirs kept
+    teacher_logits._write_cache(folder, theirs, record)
+    ours_written = teacher_logits._write_cache(folder, theirs + 1, record)  # already there: success, theirs kept
     kept = np.array(Dataset.load_from_disk(folder)[TEACHER_LOGITS_COLUMN], dtype=np.float32)
     np.testing.assert_array_equal(kept, theirs)
     assert ours_written is False
@@ -310,25 +309,25 @@ _CONCURRENT_RUN = """
 import json, os, sys, time
 import numpy as np
 from datasets import Dataset
-from hfkd import teacher_cache
-from hfkd.trainer import TEACHER_LOGITS_COLUMN
+from hfkd import teacher_logits
+from hfkd.teacher_logits import TEACHER_LOGITS_COLUMN
 
 work, teacher_dir, cache, name = sys.argv[1:5]
 spec = json.load(open(os.path.join(work, "spec.json")))
-compute = teacher_cache.compute_teacher_logits
+compute = teacher_logits.compute_teacher_logits
 
 def slow_compute(*args, **kwargs):
     open(os.path.join(work, f"computed-{name}"), "w").close()
     time.sleep(1.0)
     return compute(*args, **kwargs)
 
-teacher_cache.compute_teacher_logits = slow_compute
+teacher_logits.compute_teacher_logits = slow_compute
 open(os.path.join(work, f"ready-{name}"), "w").close()
 deadline = time.time() + 60
 while sum(f.startswith("ready-") for f in os.listdir(work)) < 2 and time.time() < deadline:
     time.sleep(0.01)
 table = Dataset.from_dict({"text": spec["texts"]})
-out = teacher_cache.with_teacher_logits(table, teacher_dir, spec["labels"], max_length=32, cache_dir=cache)
+out = teacher_logits.with_teacher_logits(table, teacher_dir, spec["labels"], max_length=32, cache_dir=cache)
 np.save(os.path.join(work, f"logits-{name}.npy"), np.array(out[TEACHER_LOGITS_COLUMN], dtype=np.float32))
 """
 

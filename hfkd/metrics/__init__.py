@@ -39,6 +39,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from transformers.utils import logging
 
+from ..losses import IGNORE_INDEX
+from ..models import hub_offline
+
 # `import evaluate` takes seconds (evaluate.evaluator imports transformers.pipelines and torch): import it lazily.
 if TYPE_CHECKING:
     import evaluate
@@ -56,10 +59,6 @@ LOCAL_METRICS: dict[str, str] = {
 LOCAL_PREFIX = "hfkd/"
 """`load_metric(LOCAL_PREFIX + name)` always means the local module `name` (bare `name` does too)."""
 
-IGNORE_INDEX = -100
-"""Label id that `make_compute_metrics` drops (the Hugging Face convention for rows without a label)."""
-
-_TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
 _offline_lock = threading.Lock()
 
 __all__ = [
@@ -91,15 +90,6 @@ def local_metric_path(name: str) -> str | None:
             )
         return LOCAL_METRICS[bare]
     return LOCAL_METRICS.get(name)
-
-
-def _hub_offline() -> bool:
-    """Whether offline mode is on, read from the environment now (the libraries read it once, at import)."""
-    import huggingface_hub.constants
-
-    if any(os.environ.get(var, "").upper() in _TRUE_VALUES for var in ("HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE")):
-        return True
-    return bool(huggingface_hub.constants.HF_HUB_OFFLINE)
 
 
 @contextmanager
@@ -196,7 +186,7 @@ def load_metric(name: str, **kwargs: Any) -> evaluate.EvaluationModule:
             kwargs.setdefault("keep_in_memory", True)
         return evaluate.load(path, **kwargs)
 
-    offline = _hub_offline()
+    offline = hub_offline()
     try:
         with _evaluate_offline_mode(offline):
             return evaluate.load(name, **kwargs)

@@ -10,13 +10,14 @@ One *block* trains on the source domain(s) and evaluates on every domain:
 5. every model evaluated on the test split of every domain ([`evaluate_models`]).
 
 `mode="single"` runs one block; `mode="leave_one_out"` runs one block per domain, holding it out as the target. Each
-stage is reused on a rerun with the same config (see `hfkd.stages`). The output folder gets `results.json`,
-`report.md`, `heatmap.png` and `retention.png` (see `hfkd.report`), rewritten after every block.
+stage is reused on a rerun with the same config (see `hfkd.experiment.stages`). The output folder gets `results.json`,
+`report.md`, `heatmap.png` and `retention.png` (see `hfkd.evaluation.results`), rewritten after every block.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import os
 import time
@@ -28,35 +29,23 @@ from datasets import Dataset, DatasetDict, Value, concatenate_datasets
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.utils import logging
 
-from .config import (
-    STUDENT_MODELS,
-    DataArguments,
-    DistillationArguments,
-    ExperimentArguments,
-    FinetuneArguments,
-    ModelArguments,
-    StudentArguments,
-    parse_domain_weights,
-)
-from .distill import attach_teacher_logits, build_student, load_teacher, train_student, warn_if_teacher_online
-from .evaluation import evaluate_models, overall_summary
-from .finetune import LOOP_STATE_FILE, make_accelerator, train_classifier
-from .hub import HubError, push_student, warn_if_push_will_fail, write_model_card
-from .metrics import IGNORE_INDEX
-from .models import load_classifier, load_tokenizer, set_loading_policy
-from .parser import config_to_dict
-from .report import write_outputs
-from .runs import (
-    domain_label_names,
-    environment_info,
-    hardware_info,
-    last_complete_checkpoint,
-    load_data,
-    redact,
-    tokenize_source_splits,
-    write_run_info,
-)
-from .stages import domain_fingerprints, model_fingerprint, run_stage, training_key
+from ..data.arguments import DataArguments
+from ..data.source import domain_label_names, load_data, tokenize_source_splits
+from ..distillation_config import DistillationArguments, StudentArguments
+from ..evaluation.matrix import evaluate_models
+from ..evaluation.outputs import write_outputs
+from ..evaluation.results import add_block, new_results
+from ..fingerprints import domain_fingerprints, model_fingerprint, training_key
+from ..hub.card import write_model_card
+from ..hub.push import HubError, push_student, warn_if_push_will_fail
+from ..losses import IGNORE_INDEX
+from ..models import load_classifier, load_teacher, load_tokenizer, set_loading_policy
+from ..parser import config_to_dict
+from ..pipelines.distill import attach_teacher_logits, build_student, train_student, warn_if_teacher_online
+from ..pipelines.finetune import LOOP_STATE_FILE, FinetuneArguments, ModelArguments, make_accelerator, train_classifier
+from ..run_files import last_complete_checkpoint, redact, write_run_info
+from .arguments import STUDENT_MODELS, ExperimentArguments, parse_domain_weights
+from .stages import run_stage
 
 logger = logging.get_logger(__name__)
 
@@ -121,6 +110,19 @@ def unlabeled_target_rows(
     return concatenate_datasets(parts), counts
 
 
+@dataclasses.dataclass
+class Block:
+    """One block of an experiment: its source and target domains (their data), its folder and the data part of its
+    stages' keys."""
+
+    name: str
+    sources: list[str]
+    targets: list[str]
+    domains: dict[str, DatasetDict]
+    folder: str
+    data_key: dict[str, Any]
+
+
 class Experiment:
     """The stages of the blocks of one experiment, sharing the loaded data; see the module docstring."""
 
@@ -179,7 +181,7 @@ class Experiment:
     # ---- run ------------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        started, wall_start = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
+        wall_start = time.perf_counter()
         state, data = PartialState(), self.data_args
         output_dir = self.args.output_dir
         # Without target_domains every domain of the dataset is loaded: the ones that are not sources are targets.
@@ -194,35 +196,24 @@ class Experiment:
         config = redact(config_to_dict(self.exp, self.model_args, data, self.student_args, self.args))
         if state.is_main_process:
             write_run_info(output_dir, "cross_domain", config, extra={"blocks": [b[0] for b in plan]})
-        results: dict[str, Any] = {
-            "format": "hfkd-cross-domain/1",
-            "title": f"Cross-domain distillation on {os.path.basename(str(data.dataset).rstrip('/'))}",
-            "mode": self.exp.mode,
-            "dataset": data.dataset,
-            "label_names": self.labels,
-            "teacher": "teacher",
-            "models": {},
-            "blocks": [],
-            "overall": {},
-            "hardware": hardware_info(),
-            "started": started,
-            "command": self.command,
-            "config": config,
-            "versions": environment_info(),
-            "seeds": {"seed": self.args.seed, "data_seed": self.args.data_seed, "split_seed": data.split_seed},
-            "data": {
+        results = new_results(
+            title=f"Cross-domain distillation on {os.path.basename(str(data.dataset).rstrip('/'))}",
+            mode=self.exp.mode,
+            dataset=data.dataset,
+            label_names=self.labels,
+            teacher="teacher",
+            config=config,
+            command=self.command,
+            seeds={"seed": self.args.seed, "data_seed": self.args.data_seed, "split_seed": data.split_seed},
+            data={
                 "fingerprints": self.fingerprints,
                 "rows": {n: {s: t.num_rows for s, t in d.items()} for n, d in domains.items()},
             },
-        }
+        )
         for name, sources, targets in plan:
             block_domains = {d: domains[d] for d in sources + targets}
             block = self.run_block(name, sources, targets, block_domains)
-            results["blocks"].append(block)
-            results["models"] = self.describe_models(block)
-            results["overall"] = overall_summary(results["blocks"])
-            results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            results["wall_time_s"] = time.perf_counter() - wall_start
+            add_block(results, block, self.describe_models(block), time.perf_counter() - wall_start)
             if state.is_main_process:  # after every block: a long leave-one-out run keeps what it finished
                 write_outputs(results, output_dir)
                 for model, stage in block["stages"].items():
@@ -249,99 +240,88 @@ class Experiment:
         )
 
     def run_block(self, name: str, sources: list[str], targets: list[str], domains: dict[str, DatasetDict]):
-        args, exp = self.args, self.exp
-        block_dir = os.path.join(args.output_dir, name)
+        """Train (or reuse) the stages of one block in order, then evaluate every model on every domain."""
+        logger.info(f"Block {name}: sources {sources} -> targets {targets}")
         data_key = {
             "sources": {d: self.fingerprints[d] for d in sources},
             "max_length": self.data_args.max_length,
             "labels": self.labels,
         }
-        stages: dict[str, dict[str, Any]] = {}
-        logger.info(f"Block {name}: sources {sources} -> targets {targets}")
+        block = Block(name, sources, targets, domains, os.path.join(self.args.output_dir, name), data_key)
+        stages = {"teacher": self.teacher_stage(block)}
+        if "baseline" in self.exp.models:
+            stages["baseline"] = self.baseline_stage(block, stages["teacher"])
+        for stage in ("distilled", "adaptive", "intermediate"):
+            if stage in self.exp.models:
+                stages[stage] = self.student_stage(stage, block, stages["teacher"])
+        return {"name": name} | self.evaluate_block(block, stages) | {"stages": stages}
 
-        # 1. the teacher
-        if args.teacher_model_name_or_path:
-            teacher_path = args.teacher_model_name_or_path
-            if exp.mode == "leave_one_out":
+    # ---- the stages of a block ---------------------------------------------------------------------------------
+
+    def teacher_stage(self, block: Block) -> dict[str, Any]:
+        """1. The teacher: `model_name_or_path` fine-tuned on the source labels, or the given
+        `teacher_model_name_or_path` (keyed by the hash of its weights, so students are redone when it changes)."""
+        given = self.args.teacher_model_name_or_path
+        if given:
+            if self.exp.mode == "leave_one_out":
                 logger.warning(
                     "teacher_model_name_or_path is set in leave_one_out mode: the same teacher serves every block, "
                     "so it may have been trained on the held-out domain. Leave it unset to train one per block."
                 )
-            stages["teacher"] = {
-                "path": teacher_path,
-                "hash": model_fingerprint(teacher_path),  # students are redone when the given teacher changes
-                "reused": True,
-                "given": True,
-                "train": {},
-            }
-        else:
-            teacher_args = finetune_arguments(
-                args, "", num_train_epochs=exp.teacher_num_train_epochs, learning_rate=exp.teacher_learning_rate
-            )
-            key = {"stage": "teacher", "model": self.model_args.model_name_or_path, "data": data_key}
-            key["training"] = training_key(teacher_args)
-
-            def train_teacher(folder: str, resume: bool) -> dict[str, Any]:
-                stage_args = dataclasses.replace(teacher_args, output_dir=folder, resume_from_checkpoint=_last(folder))
-                model = load_classifier(self.model_args.model_name_or_path, label_names=self.labels)
-                tokenizer = load_tokenizer(self.model_args.model_name_or_path)
-                return self._finetune(model, tokenizer, sources, domains, stage_args)
-
-            stages["teacher"] = self._stage("teacher", block_dir, key, train_teacher)
-            teacher_path = stages["teacher"]["path"]
-        teacher_id = stages["teacher"]["hash"]
-        student_key = training_key(self.student_args) | {"student_model": args.student_model_name_or_path}
-
-        # 2. the baseline: the student fine-tuned on the labels alone
-        if "baseline" in exp.models:
-            base_args = finetune_arguments(args, "")
-            key = {"stage": "baseline", "teacher": teacher_id, "data": data_key, "student": student_key}
-            key["training"] = training_key(base_args)
-
-            def train_baseline(folder: str, resume: bool) -> dict[str, Any]:
-                stage_args = dataclasses.replace(base_args, output_dir=folder, resume_from_checkpoint=_last(folder))
-                teacher, teacher_tokenizer = self._load_teacher(teacher_path)
-                student, tokenizer = build_student(teacher, teacher_tokenizer, self.student_args, args, self.labels)
-                del teacher
-                return self._finetune(student, tokenizer, sources, domains, stage_args)
-
-            stages["baseline"] = self._stage("baseline", block_dir, key, train_baseline)
-
-        # 3. and 4. distilled students, without and with the targets' unlabeled text
-        for stage in ("distilled", "adaptive", "intermediate"):
-            if stage not in exp.models:
-                continue
-            stage_args = self.stage_arguments(stage)
-            key = {"stage": stage, "teacher": teacher_id, "data": data_key, "student": student_key}
-            key["training"] = training_key(stage_args)
-            if stage == "adaptive":
-                key["unlabeled"] = {
-                    "targets": {d: self.fingerprints[d] for d in targets},
-                    "ratio": exp.unlabeled_ratio,
-                    "weights": self.weights,
-                }
-
-            def train_distilled(folder: str, resume: bool, stage=stage, stage_args=stage_args) -> dict[str, Any]:
-                adaptive = stage == "adaptive"
-                return self._distill(folder, teacher_path, sources, targets, domains, adaptive, stage_args)
-
-            stages[stage] = self._stage(stage, block_dir, key, train_distilled)
-
-        # 5. every model on every domain
-        models = {name_: entry["path"] for name_, entry in stages.items()}
-        if self.accelerator is None:
-            self.accelerator = Accelerator(mixed_precision=args.mixed_precision)
-        block = evaluate_models(
-            models,
-            domains,
-            teacher="teacher",
-            source_domains=sources,
-            max_length=self.data_args.max_length,
-            batch_size=args.per_device_eval_batch_size,
-            accelerator=self.accelerator,
-            extra_metrics=exp.extra_metrics,
+            return {"path": given, "hash": model_fingerprint(given), "reused": True, "given": True, "train": {}}
+        teacher_args = finetune_arguments(
+            self.args,
+            "",
+            num_train_epochs=self.exp.teacher_num_train_epochs,
+            learning_rate=self.exp.teacher_learning_rate,
         )
-        return {"name": name} | block | {"stages": stages}
+        key = {"stage": "teacher", "model": self.model_args.model_name_or_path, "data": block.data_key}
+        key["training"] = training_key(teacher_args)
+        return self._stage("teacher", block.folder, key, functools.partial(self._train_teacher, block, teacher_args))
+
+    def baseline_stage(self, block: Block, teacher: dict[str, Any]) -> dict[str, Any]:
+        """2. The baseline: the student (the teacher's layers and head) fine-tuned on the source labels alone, with the
+        loop and recipe of the teacher and as many optimizer steps as the distilled student."""
+        base_args = finetune_arguments(self.args, "")
+        key = {"stage": "baseline", "teacher": teacher["hash"], "data": block.data_key, "student": self.student_key}
+        key["training"] = training_key(base_args)
+        train = functools.partial(self._train_baseline, block, base_args, teacher["path"])
+        return self._stage("baseline", block.folder, key, train)
+
+    def student_stage(self, stage: str, block: Block, teacher: dict[str, Any]) -> dict[str, Any]:
+        """3. to 5. The distilled students: `distilled` (the source data), `adaptive` (plus the targets' unlabeled
+        text) and `intermediate` (plus hidden-state and attention terms)."""
+        stage_args = self.stage_arguments(stage)
+        key = {"stage": stage, "teacher": teacher["hash"], "data": block.data_key, "student": self.student_key}
+        key["training"] = training_key(stage_args)
+        if stage == "adaptive":
+            key["unlabeled"] = {
+                "targets": {d: self.fingerprints[d] for d in block.targets},
+                "ratio": self.exp.unlabeled_ratio,
+                "weights": self.weights,
+            }
+        train = functools.partial(self._distill, block, teacher["path"], stage == "adaptive", stage_args)
+        return self._stage(stage, block.folder, key, train)
+
+    def evaluate_block(self, block: Block, stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Every model of the block on every domain of it (see `hfkd.evaluation.evaluate_models`)."""
+        if self.accelerator is None:
+            self.accelerator = Accelerator(mixed_precision=self.args.mixed_precision)
+        return evaluate_models(
+            {name: stage["path"] for name, stage in stages.items()},
+            block.domains,
+            teacher="teacher",
+            source_domains=block.sources,
+            max_length=self.data_args.max_length,
+            batch_size=self.args.per_device_eval_batch_size,
+            accelerator=self.accelerator,
+            extra_metrics=self.exp.extra_metrics,
+        )
+
+    @property
+    def student_key(self) -> dict[str, Any]:
+        """What every student stage's key holds about the student: how it is cut, or the checkpoint it starts from."""
+        return training_key(self.student_args) | {"student_model": self.args.student_model_name_or_path}
 
     # ---- stage bodies -----------------------------------------------------------------------------------------
 
@@ -358,11 +338,25 @@ class Experiment:
     def _load_teacher(self, path: str):
         return load_teacher(path, self.labels), load_tokenizer(path)
 
-    def _finetune(self, model, tokenizer, sources, domains, stage_args: FinetuneArguments) -> dict[str, Any]:
+    def _train_teacher(self, block: Block, teacher_args: FinetuneArguments, folder: str, resume: bool):
+        stage_args = dataclasses.replace(teacher_args, output_dir=folder, resume_from_checkpoint=_last(folder))
+        model = load_classifier(self.model_args.model_name_or_path, label_names=self.labels)
+        tokenizer = load_tokenizer(self.model_args.model_name_or_path)
+        return self._finetune(model, tokenizer, block, stage_args)
+
+    def _train_baseline(
+        self, block: Block, base_args: FinetuneArguments, teacher_path: str, folder: str, resume: bool
+    ):
+        stage_args = dataclasses.replace(base_args, output_dir=folder, resume_from_checkpoint=_last(folder))
+        model, teacher_tokenizer = self._load_teacher(teacher_path)
+        student, tokenizer = build_student(model, teacher_tokenizer, self.student_args, self.args, self.labels)
+        del model
+        return self._finetune(student, tokenizer, block, stage_args)
+
+    def _finetune(self, model, tokenizer, block: Block, stage_args: FinetuneArguments) -> dict[str, Any]:
         accelerator = make_accelerator(stage_args)
-        splits = tokenize_source_splits(
-            {d: domains[d] for d in sources}, tokenizer, self.data_args.max_length, accelerator.main_process_first
-        )
+        sources = {d: block.domains[d] for d in block.sources}
+        splits = tokenize_source_splits(sources, tokenizer, self.data_args.max_length, accelerator.main_process_first)
         metrics = train_classifier(model, tokenizer, splits.train, splits.validation, stage_args, accelerator)
         del model
         gc.collect()
@@ -379,7 +373,16 @@ class Experiment:
             attention_weight=self.exp.intermediate_attention_weight,
         )
 
-    def _distill(self, folder, teacher_path, sources, targets, domains, adaptive: bool, base_args) -> dict[str, Any]:
+    def _distill(
+        self,
+        block: Block,
+        teacher_path: str,
+        adaptive: bool,
+        base_args: DistillationArguments,
+        folder: str,
+        resume: bool,
+    ) -> dict[str, Any]:
+        sources, targets, domains = block.sources, block.targets, block.domains
         args = dataclasses.replace(
             base_args, output_dir=folder, resume_from_checkpoint=_last(folder), teacher_model_name_or_path=teacher_path
         )

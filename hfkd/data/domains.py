@@ -10,12 +10,6 @@ de-duplicated and never straddle splits (see `load_domains`, `deduplicate`).
 
 from __future__ import annotations
 
-import codecs
-import contextlib
-import hashlib
-import json
-import logging as std_logging
-import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +18,8 @@ import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from transformers.utils import logging
 
+from .dedup import dedup_key, deduplicate_rows, hash_split, split_key
+from .reading import FILE_FORMATS, read_file
 from .tweets import tweet_tables, tweets_csv_path
 
 logger = logging.get_logger(__name__)
@@ -37,8 +33,6 @@ _SPLIT_ALIASES = {
     "dev": "validation",
     "test": "test",
 }
-_FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-
 # A source of one domain: where it comes from (for error messages) and its raw tables by split ("train" required).
 _Source = tuple[str, dict[str, Dataset]]
 
@@ -48,145 +42,17 @@ def _tweet_sources(deduplicate: bool = True) -> dict[str, _Source]:
     return {name: (where, {"train": table}) for name, table in tweet_tables(deduplicate).items()}
 
 
-def _read_file(path: Path, cache_dir: str | None, encoding: str = "utf-8") -> Dataset:
-    fmt = _FILE_FORMATS[path.suffix.lower()]
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise ValueError(
-            f"encoding={encoding!r} is not a text encoding Python knows; set `encoding` to one such as utf-8, latin-1 "
-            "or cp1252."
-        ) from None
-    try:
-        with _without_read_error_logs():
-            if fmt == "parquet":
-                return Dataset.from_parquet(str(path), cache_dir=cache_dir)
-            if fmt == "json":
-                return Dataset.from_json(str(path), cache_dir=cache_dir, encoding=encoding)
-            # keep_default_na=False: a text that reads "NA" or "null" stays text instead of becoming a missing value.
-            sep = "\t" if fmt == "tsv" else ","
-            return Dataset.from_csv(str(path), cache_dir=cache_dir, sep=sep, keep_default_na=False, encoding=encoding)
-    except Exception as err:  # `datasets` rarely says what is wrong (e.g. "An error occurred while generating ...")
-        raise ValueError(_unreadable(path, fmt, encoding, err)) from err
-
-
-class _DropErrors(std_logging.Filter):
-    def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno < std_logging.ERROR
-
-
-@contextlib.contextmanager
-def _without_read_error_logs():
-    """`datasets` logs an ERROR for a file it cannot parse, often with a misleading reason ("Invalid encoding in
-    string" for a line cut off in the middle), before it raises; `_unreadable` says what is wrong instead."""
-    loggers = [std_logging.getLogger(f"datasets.packaged_modules.{m}.{m}") for m in ("csv", "json", "parquet")]
-    drop = _DropErrors()
-    for each in loggers:
-        each.addFilter(drop)
-    try:
-        yield
-    finally:
-        for each in loggers:
-            each.removeFilter(drop)
-
-
-def _unreadable(path: Path, fmt: str, encoding: str, err: Exception) -> str:
-    """Why `datasets` could not read a file, in words, with the fix: the file's encoding, an empty file, a JSON
-    syntax error (with its line), or else the innermost error `datasets` met."""
-    if fmt != "parquet":
-        bad = _undecodable(path, encoding)
-        if bad is not None:
-            offset, line, byte = bad
-            with open(path, "rb") as f:
-                utf16 = f.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
-            if utf16:
-                value, note = "utf-16", " (the file starts with a UTF-16 byte order mark)"
-            elif codecs.lookup(encoding).name == "utf-8":
-                value, note = "latin-1", " (or cp1252 for files from Windows tools)"
-            else:
-                value, note = "utf-8", ""
-            return (
-                f"Could not read {path}: it is not {encoding} text (byte 0x{byte:02x} at byte offset {offset}, line "
-                f"{line}). Set the file's encoding, e.g. `encoding: {value}` in the YAML config or `--encoding "
-                f"{value}`{note}, or save the file as UTF-8."
-            )
-        text = path.read_text(encoding=encoding)
-        if not text.strip():
-            return f"{path} is empty. An empty file makes an empty domain: add rows to it or remove it."
-        if fmt == "json":
-            problem = _json_problem(text)
-            if problem is not None:
-                return f"Could not read {path}: {problem}."
-    causes = []
-    while err is not None and err not in causes:
-        causes.append(err)
-        err = err.__cause__ or err.__context__
-    if any("corresponds to no data" in str(e) for e in causes):  # a header (csv) or `[]` (json), but no rows
-        return f"{path} has no rows. An empty file makes an empty domain: add rows to it or remove it."
-    reason = next((f"{type(e).__name__}: {e}" for e in reversed(causes) if str(e)), type(causes[-1]).__name__)
-    return f"Could not read {path} as {fmt} ({reason}). Check that it is a valid {fmt} file."
-
-
-def _undecodable(path: Path, encoding: str) -> tuple[int, int, int] | None:
-    """(byte offset, line number, byte) of the first byte of `path` that `encoding` cannot decode, or None."""
-    decoder = codecs.getincrementaldecoder(encoding)()
-    offset, number = 0, 0
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            try:
-                decoder.decode(line)
-            except UnicodeDecodeError as err:  # err.object: the bytes the decoder held back, then this line
-                return offset - (len(err.object) - len(line)) + err.start, number, err.object[err.start]
-            offset += len(line)
-    try:
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError as err:  # a multi-byte character cut off at the end of the file
-        return offset - len(err.object) + err.start, number, err.object[err.start]
-    return None
-
-
-def _json_problem(text: str) -> str | None:
-    """Where a JSON or JSON-lines text breaks: `"line N is not valid JSON (...)"`, or None when it parses."""
-    try:
-        json.loads(text)
-        return None  # one JSON document: its syntax is fine
-    except json.JSONDecodeError as whole:
-        document = whole
-    lines = text.split("\n")  # JSON lines end with \n only (a string may hold \u2028 and the like)
-    first = next((line for line in lines if line.strip()), "")
-    try:
-        json.loads(first)
-    except json.JSONDecodeError:  # not JSON lines: one document (e.g. a list of rows) that breaks somewhere
-        return f"line {document.lineno} is not valid JSON ({document.msg}: column {document.colno}). Fix the file"
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            return (
-                f"line {number} is not valid JSON ({err.msg}: column {err.colno}); a JSON lines file holds one JSON "
-                "object per line. Fix or remove that line"
-            )
-        if not isinstance(row, dict):
-            return (
-                f"line {number} holds a JSON {type(row).__name__}, not an object such as "
-                '{"text": ..., "label": ...}. Fix or remove that line'
-            )
-    return None
-
-
 def _folder_sources(folder: Path, cache_dir: str | None, encoding: str = "utf-8") -> dict[str, _Source]:
     """`<domain>.<ext>` files, and `<domain>/` subfolders holding `train.<ext>` (+ `validation`/`dev`, `test`)."""
     found: dict[str, tuple[Path, dict[str, Path]]] = {}
     for entry in sorted(folder.iterdir()):
         files: dict[str, Path] = {}
-        if entry.is_file() and entry.suffix.lower() in _FILE_FORMATS:
+        if entry.is_file() and entry.suffix.lower() in FILE_FORMATS:
             files = {"train": entry}
         elif entry.is_dir():
             for f in sorted(entry.iterdir()):
                 split = _SPLIT_ALIASES.get(f.stem.lower())
-                if f.is_file() and f.suffix.lower() in _FILE_FORMATS and split is not None:
+                if f.is_file() and f.suffix.lower() in FILE_FORMATS and split is not None:
                     if split in files:
                         raise ValueError(f"{entry} holds two files for the {split} split: {files[split]} and {f}.")
                     files[split] = f
@@ -204,7 +70,7 @@ def _folder_sources(folder: Path, cache_dir: str | None, encoding: str = "utf-8"
             "<domain>/ subfolders with train.<ext> (and optionally validation.<ext> or dev.<ext>, test.<ext>)."
         )
     return {
-        name: (str(entry), {split: _read_file(f, cache_dir, encoding) for split, f in files.items()})
+        name: (str(entry), {split: read_file(f, cache_dir, encoding) for split, f in files.items()})
         for name, (entry, files) in sorted(found.items())
     }
 
@@ -264,21 +130,16 @@ def _load_sources(
             )
         return _folder_sources(path, cache_dir, encoding)
     if path.is_file():
-        if path.suffix.lower() not in _FILE_FORMATS:
-            raise ValueError(f"Cannot read {path}: use one of the file types {sorted(_FILE_FORMATS)}.")
-        where, tables = str(path), {"train": _read_file(path, cache_dir, encoding)}
+        if path.suffix.lower() not in FILE_FORMATS:
+            raise ValueError(f"Cannot read {path}: use one of the file types {sorted(FILE_FORMATS)}.")
+        where, tables = str(path), {"train": read_file(path, cache_dir, encoding)}
         name = path.stem
-    elif path.suffix.lower() in _FILE_FORMATS or dataset.startswith((".", "/", "~")):
+    elif path.suffix.lower() in FILE_FORMATS or dataset.startswith((".", "/", "~")):
         raise FileNotFoundError(f"dataset={dataset!r} looks like a local path, but no such file or folder exists.")
     else:
         where, tables = f"Hub dataset {dataset!r}", _hub_tables(dataset, config_name, cache_dir)
         name = config_name or dataset.rstrip("/").split("/")[-1]
     return _split_by_column(tables, domain_column, where) if domain_column else {name: (where, tables)}
-
-
-def _split_key(text: str, seed: int) -> float:
-    """A uniform number in [0, 1) fixed by the text and seed (sha256, so the same on every machine)."""
-    return int(hashlib.sha256(f"{seed}:{text}".encode()).hexdigest()[:12], 16) / 16**12
 
 
 def _column(table: Dataset, column: str, key: str, where: str, split: str) -> list:
@@ -370,74 +231,12 @@ def _encode_labels(labels: list, feature, space: list[str], what: str, column: s
     return encoded
 
 
-def _hash_split(key: float, validation_size: float, test_size: float, present) -> str:
-    """Where a train row goes: the split whose key range holds `key`, unless the source has that split already."""
-    target = "test" if key < test_size else "validation" if key < test_size + validation_size else "train"
-    return "train" if target in present else target
-
-
 def _cap(rows: list[tuple[float, str, int]], limit: int | None) -> list[tuple[float, str, int]]:
     """At most `limit` rows: those with the smallest split keys (a seeded random subset), in their original order."""
     if limit is None or len(rows) <= limit:
         return rows
     keep = sorted(sorted(range(len(rows)), key=lambda i: rows[i][0])[:limit])
     return [rows[i] for i in keep]
-
-
-# What near-copies of a text differ in (retweets, other people's names, other links); see `dedup_key`.
-_RETWEET_PREFIX = re.compile(r"^(?:rt @\w+:?\s*)+")
-_URL = re.compile(r"https?:\S*|www\.\S+")  # also links cut short ("http://t.co/...", "http:/")
-_MENTION = re.compile(r"@\w+")
-
-
-def dedup_key(text: str) -> str:
-    """
-    The normalised text that de-duplication and the split hash use, so that near-copies of a text share one.
-
-    The text is lower-cased, a leading retweet prefix `RT @name:` (also repeated, or without the colon) is cut off,
-    every link (`http...`, `www....`) becomes `http`, every @mention `@user`, and whitespace is collapsed.
-
-    Example:
-
-    ```python
-    >>> dedup_key("RT @a: RT @b: Great  flight http://t.co/x")
-    'great flight http'
-    >>> dedup_key("@jetblue great flight https://t.co/y") == dedup_key("@United Great flight http://t.co/z")
-    True
-    ```
-    """
-    key = " ".join(str(text).lower().split())
-    key = _RETWEET_PREFIX.sub("", key)
-    key = _MENTION.sub("@user", _URL.sub("http", key))  # links first: "@" may occur in a link
-    return " ".join(key.split())
-
-
-def deduplicate_rows(keys: Sequence, labels: Sequence) -> tuple[list[int], int, int]:
-    """
-    Which rows de-duplication keeps: of the rows that share a key, the first; none of them when their labels disagree
-    (which one is right is unknown, and any one kept would be taught as the truth).
-
-    Args:
-        keys (`Sequence`): per row, its key (e.g. [`dedup_key`] of its text).
-        labels (`Sequence`): per row, its label (any hashable value).
-
-    Returns:
-        `tuple[list[int], int, int]`: the indices of the kept rows in their order, the number of rows dropped as copies
-        of a kept row, and the number of rows dropped because the labels of their key disagree.
-    """
-    labels_of: dict = {}
-    for key, label in zip(keys, labels, strict=True):
-        labels_of.setdefault(key, set()).add(label)
-    kept, seen, copies, conflicts = [], set(), 0, 0
-    for i, key in enumerate(keys):
-        if len(labels_of[key]) > 1:
-            conflicts += 1
-        elif key in seen:
-            copies += 1
-        else:
-            seen.add(key)
-            kept.append(i)
-    return kept, copies, conflicts
 
 
 def _label_token(value) -> str:
@@ -477,8 +276,8 @@ def _assign_splits(
             dropped.update(copies=dropped_copies, conflicts=dropped_conflicts)
             rows, keys = [rows[i] for i in kept], [keys[i] for i in kept]
         for i, key in zip(rows, keys, strict=True):
-            value = _split_key(key, seed)
-            target = split if split != "train" else _hash_split(value, validation_size, test_size, tables)
+            value = split_key(key, seed)
+            target = split if split != "train" else hash_split(value, validation_size, test_size, tables)
             placed[target].append((value, key, split, i))
     return placed, dropped
 

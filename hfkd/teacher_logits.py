@@ -36,12 +36,14 @@ from filelock import FileLock, Timeout
 from transformers import PreTrainedModel
 from transformers.utils import logging
 
-from .models import hfkd_cache_dir, load_tokenizer, model_label_names
-from .stages import fingerprint_rows, model_fingerprint, stage_hash
-from .trainer import TEACHER_LOGITS_COLUMN
+from .fingerprints import content_hash, fingerprint_rows, model_fingerprint
+from .inference import predict
+from .models import hfkd_cache_dir, load_teacher, load_tokenizer, model_label_names
 
 logger = logging.get_logger(__name__)
 
+TEACHER_LOGITS_COLUMN = "teacher_logits"
+"""The dataset column that holds the teacher's logits, which `DistillationTrainer` reads instead of running it."""
 CACHE_RECORD = "hfkd_cache.json"
 CACHE_FORMAT = "hfkd-teacher-logits/2"  # 2: tokenizer fingerprint without call state; autocast dtype; Hub commit
 LOCK_DIR = ".locks"
@@ -173,8 +175,6 @@ def compute_teacher_logits(
 ) -> np.ndarray:
     """The teacher's logits on `texts` as a `(len(texts), len(label_names))` float32 array, columns in the order of
     `label_names` (matched by name). One inference pass on this process's device, length-sorted batches."""
-    from .evaluation import predict
-
     names = model_label_names(teacher.config)
     if sorted(names) != sorted(label_names):
         raise ValueError(
@@ -306,13 +306,11 @@ def with_teacher_logits(
         max_length,
         autocast=autocast_dtype(mixed_precision),
     )
-    folder = os.path.join(cache_dir or default_cache_dir(), stage_hash(provenance))
+    folder = os.path.join(cache_dir or default_cache_dir(), content_hash(provenance))
 
     def compute() -> np.ndarray:
         nonlocal teacher
         if teacher is None:
-            from .distill import load_teacher
-
             teacher = load_teacher(teacher_name_or_path, label_names)
         logger.info(f"Computing the teacher's logits on {len(texts)} rows once; caching them in {folder}.")
         return compute_teacher_logits(

@@ -1,85 +1,17 @@
-"""What every run shares: the source-domain splits it trains on, and the files that describe it in its folder."""
+"""What a script does around its `main()`: the launch environment (CPU DDP, threads), logging, the command line it
+records, and one `error: ...` line for a bad input instead of a traceback.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import platform
+import shlex
+import sys
 import time
-from dataclasses import dataclass
-from typing import Any
 
-from datasets import Dataset, DatasetDict
-
-from .config import DataArguments
-from .data import concatenate_domains, load_domains, tokenize_domains
-
-RUN_INFO_FILE = "hfkd_run.json"
-METRICS_FILE = "metrics.json"
-SECRET_FIELDS = ("hub_token", "token")
-
-
-@dataclass
-class SourceSplits:
-    """Tokenised train/validation/test of the source domain(s) and their label names (in id order)."""
-
-    train: Dataset
-    validation: Dataset
-    test: Dataset
-    label_names: list[str]
-    domains: list[str]
-
-
-_SOURCES = object()
-
-
-def load_data(data_args: DataArguments, names: list[str] | None = _SOURCES) -> dict[str, DatasetDict]:
-    """Domains of `data_args.dataset`, untokenised, with one shared label space: the configured source domains, or
-    the domains `names` (`None`: every domain of the dataset)."""
-    return load_domains(
-        data_args.dataset,
-        data_args.source_domains if names is _SOURCES else names,
-        dataset_config_name=data_args.dataset_config_name,
-        text_column=data_args.text_column,
-        label_column=data_args.label_column,
-        domain_column=data_args.domain_column,
-        label_names=data_args.class_names,
-        encoding=data_args.encoding,
-        validation_size=data_args.validation_size,
-        test_size=data_args.test_size,
-        split_seed=data_args.split_seed,
-        deduplicate=data_args.deduplicate,
-        max_train_samples=data_args.max_train_samples,
-        max_eval_samples=data_args.max_eval_samples,
-    )
-
-
-def domain_label_names(domains: dict[str, DatasetDict]) -> list[str]:
-    """The label names (in id order) that every domain shares."""
-    return list(next(iter(domains.values()))["train"].features["label"].names)
-
-
-def tokenize_source_splits(
-    domains: dict[str, DatasetDict], tokenizer, max_length: int, main_process_first=None, keep_text: bool = False
-) -> SourceSplits:
-    """Tokenise every domain and concatenate their train/validation/test splits.
-
-    `main_process_first` is a context manager factory (e.g. `accelerator.main_process_first`): under several
-    processes the main one tokenises first and writes the `datasets` cache that the others then read. `keep_text`
-    keeps the raw `text` column (the teacher-logit cache tokenises it with the teacher's tokenizer).
-    """
-    guard = main_process_first or contextlib.nullcontext
-    with guard():
-        tokenized = tokenize_domains(domains, tokenizer, max_length=max_length, keep_text=keep_text)
-    names = list(tokenized)
-    return SourceSplits(
-        train=concatenate_domains(tokenized, names, "train"),
-        validation=concatenate_domains(tokenized, names, "validation"),
-        test=concatenate_domains(tokenized, names, "test"),
-        label_names=domain_label_names(domains),
-        domains=names,
-    )
+from .hub.push import HubError
+from .run_files import SECRET_FIELDS
 
 
 def prepare_launch_environment() -> None:
@@ -134,9 +66,6 @@ def _set_cpu_threads(world_size: int) -> None:
 def launch_command(script: str) -> str:
     """The command line that started a script, as a person would retype it (recorded in run files and cards), with
     the values of secret flags (`--hub_token`) replaced by `<redacted>`."""
-    import shlex
-    import sys
-
     args, secret = [], False
     for arg in sys.argv[1:]:
         name, eq, _ = arg.lstrip("-").partition("=")
@@ -147,6 +76,8 @@ def launch_command(script: str) -> str:
 
 
 TRACEBACK_ENV = "HFKD_TRACEBACK"
+
+
 # How long a process other than the main one waits before it reports a bad input: when the main process failed on the
 # same input (the usual case: every process reads the same config and data), it exits at once and torchrun stops the
 # others meanwhile (it checks every 0.1 s under `accelerate launch`), so that the message is printed once.
@@ -156,8 +87,6 @@ OTHER_RANK_REPORT_DELAY_S = 5.0
 def bad_input_errors() -> tuple[type[BaseException], ...]:
     """The exceptions hfkd raises, with a message that names the fix, for input it cannot use: a config value, a
     data file, a model path, a missing optional package (the demo extra), a push that cannot work."""
-    from .hub import HubError
-
     return (ValueError, FileNotFoundError, ImportError, HubError)
 
 
@@ -174,8 +103,6 @@ def report_error(error: BaseException) -> None:
     (`exit_on_bad_input` makes the main process of a multi-process run exit without delay).
     A bad input that hfkd did not raise itself (its message may not say where) gets a pointer to `HFKD_TRACEBACK`.
     """
-    import sys
-
     message = str(error) or type(error).__name__
     if not _raised_by_hfkd(error):
         message += f" ({type(error).__name__}; {TRACEBACK_ENV}=1 shows where it was raised)"
@@ -214,8 +141,6 @@ def exit_on_bad_input():
     Under `accelerate launch`, Accelerate adds its own `CalledProcessError` traceback for any failed script unless it
     is run as `accelerate launch -q`; torchrun (several processes) always prints a summary of the failed process.
     """
-    import sys
-
     try:
         yield
     except bad_input_errors() as error:
@@ -232,9 +157,6 @@ def exit_on_bad_input():
         raise SystemExit(1) from None
 
 
-exit_on_hub_error = exit_on_bad_input  # its former name, when it caught failed pushes only
-
-
 def setup_logging() -> None:
     """Script logging as in the transformers examples: INFO on the main process, WARNING on the others."""
     import logging
@@ -246,115 +168,3 @@ def setup_logging() -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
     logging.getLogger("hfkd").setLevel(level)
     transformers.utils.logging.set_verbosity(logging.WARNING)  # keep transformers' own INFO chatter out
-
-
-def redact(config: dict[str, Any]) -> dict[str, Any]:
-    """Drop secrets (tokens) from a flat config before it is written anywhere."""
-    return {k: ("<redacted>" if k in SECRET_FIELDS and v else v) for k, v in config.items()}
-
-
-def environment_info() -> dict[str, str]:
-    import accelerate
-    import datasets
-    import torch
-    import transformers
-
-    from . import __version__
-
-    return {
-        "hfkd": __version__,
-        "transformers": transformers.__version__,
-        "datasets": datasets.__version__,
-        "accelerate": accelerate.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
-def check_output_dir(output_dir: str, script: str, config: dict[str, Any], *, overwrite: bool, resuming: bool) -> None:
-    """Refuse to train into a folder that holds a run of another script or config (nothing is overwritten by
-    accident); the same config, `resume_from_checkpoint` or `overwrite_output_dir` go ahead."""
-    from .stages import changed_settings, training_settings
-
-    path = os.path.join(output_dir, RUN_INFO_FILE)
-    if overwrite or resuming or not os.path.isfile(path):
-        return
-    try:
-        with open(path) as f:
-            previous = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return  # not a readable run record: nothing to compare with
-    old = training_settings(previous.get("config") or {})
-    changes = changed_settings(old, training_settings(config))
-    if previous.get("script") != script:
-        changes.insert(0, f"script: {previous.get('script')!r} -> {script!r}")
-    if changes:
-        raise ValueError(
-            f"output_dir={output_dir!r} holds a run with another config ({'; '.join(changes[:6])}). Use another "
-            "output_dir, --resume_from_checkpoint last to continue that run, or --overwrite_output_dir true to "
-            "replace it."
-        )
-
-
-def write_run_info(output_dir: str, script: str, config: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
-    """Write `hfkd_run.json`: the script, its full flat config (secrets redacted), versions and start time."""
-    os.makedirs(output_dir, exist_ok=True)
-    info = {
-        "script": script,
-        "config": redact(config),
-        "versions": environment_info(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **(extra or {}),
-    }
-    with open(os.path.join(output_dir, RUN_INFO_FILE), "w") as f:
-        json.dump(info, f, indent=2)
-
-
-def list_checkpoints(output_dir: str) -> list[str]:
-    """The `checkpoint-N` folders of `output_dir`, oldest (smallest N) first."""
-    if not os.path.isdir(output_dir):
-        return []
-    found = [d for d in os.listdir(output_dir) if d.startswith("checkpoint-") and d.split("-")[-1].isdigit()]
-    return [os.path.join(output_dir, d) for d in sorted(found, key=lambda d: int(d.split("-")[-1]))]
-
-
-def last_complete_checkpoint(output_dir: str, marker: str) -> str | None:
-    """The newest `checkpoint-N` folder of `output_dir` that holds `marker`, the file a checkpoint writes last
-    (`trainer_state.json` for the Trainer, `hfkd_loop_state.json` for the Accelerate loop). A run killed while saving
-    leaves an incomplete newest checkpoint; it is skipped with a warning, never resumed from."""
-    from transformers.utils import logging
-
-    for folder in reversed(list_checkpoints(output_dir)):
-        if os.path.isfile(os.path.join(folder, marker)):
-            return folder
-        logging.get_logger(__name__).warning(
-            f"{folder} is incomplete (no {marker}; the run was stopped while saving it): skipped."
-        )
-    return None
-
-
-def write_metrics(output_dir: str, metrics: dict[str, Any]) -> str:
-    path = os.path.join(output_dir, METRICS_FILE)
-    with open(path, "w") as f:
-        json.dump(metrics, f, indent=2)
-    return path
-
-
-def hardware_info() -> dict[str, Any]:
-    """What the run ran on, in words (for results files and reports)."""
-    import torch
-    from accelerate import PartialState
-
-    state = PartialState()
-    if torch.cuda.is_available():
-        device = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    else:
-        device = "no GPU"
-    cpu = platform.processor() or platform.machine()
-    return {
-        "description": f"{os.cpu_count()} CPU cores ({cpu}), {device}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads",
-        "num_processes": state.num_processes,
-        "device": str(state.device),
-    }

@@ -5,56 +5,25 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from transformers import AutoConfig, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.utils import logging
 
-from .config import DataArguments, DistillationArguments, StudentArguments
-from .grad_health import add_gradient_health
-from .hub import push_student, warn_if_push_will_fail, write_model_card
-from .metrics import make_compute_metrics
-from .models import has_trained_head, load_classifier, load_tokenizer, resolve_model_name_or_path, set_loading_policy
-from .parser import config_to_dict
-from .runs import (
-    check_output_dir,
-    domain_label_names,
-    last_complete_checkpoint,
-    load_data,
-    redact,
-    tokenize_source_splits,
-    write_metrics,
-    write_run_info,
-)
-from .students import load_student, student_from_teacher, student_tokenizer
-from .teacher_cache import with_teacher_logits
-from .trainer import DistillationTrainer
+from ..data.arguments import DataArguments
+from ..data.source import domain_label_names, load_data, tokenize_source_splits
+from ..distillation_config import DistillationArguments, StudentArguments
+from ..grad_health import add_gradient_health
+from ..hub.card import write_model_card
+from ..hub.push import push_student, warn_if_push_will_fail
+from ..metrics import make_compute_metrics
+from ..models import load_teacher, load_tokenizer, set_loading_policy
+from ..parser import config_to_dict
+from ..run_files import check_output_dir, last_complete_checkpoint, redact, write_metrics, write_run_info
+from ..students import load_student, student_from_teacher, student_tokenizer
+from ..teacher_logits import with_teacher_logits
+from ..trainer import DistillationTrainer
 
 logger = logging.get_logger(__name__)
-
-
-def load_teacher(name_or_path: str | None, label_names: list[str]) -> PreTrainedModel:
-    """Load a teacher that already has a trained classification head for `label_names`."""
-    if not name_or_path:
-        raise ValueError(
-            "teacher_model_name_or_path is not set. Fine-tune a teacher first (accelerate launch scripts/finetune.py "
-            "--config configs/teacher_tweets.yaml) and pass its output_dir, or pass a fine-tuned Hub model id."
-        )
-    hint = (
-        "Fine-tune a teacher first (accelerate launch scripts/finetune.py --config configs/teacher_tweets.yaml) and "
-        "pass its output_dir, or fix the path."
-    )
-    try:
-        config = AutoConfig.from_pretrained(resolve_model_name_or_path(name_or_path))
-    except (OSError, ValueError) as err:
-        raise ValueError(f"teacher_model_name_or_path={name_or_path!r} could not be loaded: {err}\n{hint}") from None
-    if not has_trained_head(config):
-        raise ValueError(
-            f"teacher_model_name_or_path={name_or_path!r} has no trained classification head (architectures "
-            f"{config.architectures}, labels {list(config.id2label.values())}); a teacher must be fine-tuned on "
-            "the task first: run scripts/finetune.py with model_name_or_path set to it and use its output_dir as "
-            "the teacher."
-        )
-    return load_classifier(name_or_path, label_names=label_names)
 
 
 def build_student(
@@ -92,7 +61,7 @@ def attach_teacher_logits(
     datasets: list, args: DistillationArguments, label_names, max_length: int, teacher=None, teacher_tokenizer=None
 ) -> list:
     """Each dataset (tokenised for the student, with its raw `text`) plus the teacher's cached logits (see
-    `hfkd.teacher_cache`); computed with `teacher` when not cached yet."""
+    `hfkd.teacher_logits`); computed with `teacher` when not cached yet."""
     return [
         with_teacher_logits(
             dataset,

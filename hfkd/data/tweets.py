@@ -16,6 +16,8 @@ from pathlib import Path
 from datasets import Dataset
 from transformers.utils import logging
 
+from .dedup import dedup_key, deduplicate_rows
+
 logger = logging.get_logger(__name__)
 
 TWEET_DOMAINS: tuple[str, ...] = ("airline", "apple", "self_driving_cars", "coachella", "deflategate")
@@ -76,7 +78,6 @@ def _read_tweets(
     path: str, mtime_ns: int, size: int, deduplicate: bool = True
 ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     """Parse the tweets CSV into `{domain: (texts, labels)}`; memoised per file version (mtime and size)."""
-    from .data import dedup_key, deduplicate_rows  # here, not at the top: hfkd.data imports this module
 
     rows: list[tuple[str, str]] = []
     dropped = Counter()

@@ -15,7 +15,6 @@ process writes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,85 +23,14 @@ from collections.abc import Callable
 from typing import Any
 
 from accelerate import PartialState
-from datasets import DatasetDict
 from transformers.utils import logging
 
-from .parser import config_to_dict
+from ..fingerprints import changed_settings, content_hash
 
 logger = logging.get_logger(__name__)
 
+
 STAGE_FILE = "hfkd_stage.json"
-HASH_LENGTH = 10
-
-# TrainingArguments fields that do not change what a stage trains: left out of its hash, so that e.g. another
-# logging interval or output folder still reuses the stage.
-_NOT_IN_KEY = {
-    "output_dir", "logging_dir", "report_to", "run_name", "resume_from_checkpoint", "disable_tqdm", "local_rank",
-    "overwrite", "per_device_eval_batch_size", "dataloader_num_workers", "dataloader_pin_memory",
-    "dataloader_persistent_workers", "dataloader_prefetch_factor", "skip_memory_metrics", "project", "debug",
-    "ddp_timeout", "do_train", "do_eval", "do_predict", "hub_token", "push_to_hub", "batch_eval_metrics",
-    "teacher_model_name_or_path", "overwrite_output_dir", "allow_pickle_weights",
-    "grad_health",
-}  # fmt: skip
-_NOT_IN_KEY_PREFIXES = ("logging_", "log_", "save_", "eval_", "hub_", "trackio_", "include_")
-
-
-def training_key(*configs: Any) -> dict[str, Any]:
-    """The settings of some argument dataclasses that change a trained model (see `_NOT_IN_KEY`)."""
-    return training_settings(config_to_dict(*configs)) | {"num_processes": PartialState().num_processes}
-
-
-def training_settings(flat: dict[str, Any]) -> dict[str, Any]:
-    """The entries of a flat config that change what is trained (not where it goes, how often it logs, ...)."""
-    return {k: v for k, v in flat.items() if k not in _NOT_IN_KEY and not k.startswith(_NOT_IN_KEY_PREFIXES)}
-
-
-def changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """`["key: old -> new", ...]` for the nested keys whose values differ."""
-    return _changed_keys(old, new)
-
-
-def domain_fingerprints(domains: dict[str, DatasetDict]) -> dict[str, str]:
-    """Per domain, a hash of its rows (all splits): a stage keyed by it is redone when the data changes."""
-    return {
-        name: fingerprint_rows(*(table[column] for table in splits.values() for column in ("text", "label")))
-        for name, splits in domains.items()
-    }
-
-
-def model_fingerprint(name_or_path: str) -> str:
-    """A hash of a local model folder's weights and config (a retrained teacher in the same folder changes it), or
-    the name itself for a Hub id (pin a revision there to make it exact)."""
-    from .models import resolve_model_name_or_path
-
-    folder = resolve_model_name_or_path(name_or_path)
-    if not os.path.isdir(folder):
-        return name_or_path
-    digest = hashlib.sha256()
-    for entry in sorted(os.listdir(folder)):
-        if entry == "config.json" or entry.endswith((".safetensors", ".bin")):
-            digest.update(entry.encode())
-            with open(os.path.join(folder, entry), "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
-def stage_hash(key: dict[str, Any]) -> str:
-    """A short, stable hash of a stage key (sorted-key JSON; non-JSON values by their `str`)."""
-    text = json.dumps(key, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
-
-
-def fingerprint_rows(*columns) -> str:
-    """A hash of the rows of some columns (e.g. a split's texts and labels): equal data, equal fingerprint."""
-    digest = hashlib.sha256()
-    for column in columns:
-        for value in column:
-            digest.update(str(value).encode())
-            digest.update(b"\x1f")
-        digest.update(b"\x1e")
-    return digest.hexdigest()[:16]
 
 
 def read_stage_record(folder: str) -> dict[str, Any] | None:
@@ -123,17 +51,6 @@ def _write_record(folder: str, record: dict[str, Any]) -> None:
     with open(tmp, "w") as f:
         json.dump(record, f, indent=2, default=str)
     os.replace(tmp, os.path.join(folder, STAGE_FILE))  # atomic: a crash never leaves a half-written record
-
-
-def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    changed = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changed += _changed_keys(a, b, f"{prefix}{key}.")
-        elif a != b:
-            changed.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return changed
 
 
 def run_stage(
@@ -158,7 +75,7 @@ def run_stage(
         `{"path", "hash", "reused", "resumed", "wall_time_s", "train"}`: what went into results.json.
     """
     state = PartialState()
-    digest = stage_hash(key)
+    digest = content_hash(key)
     folder = os.path.join(block_dir, f"{name}-{digest}")
     record = read_stage_record(folder)
     state.wait_for_everyone()  # every process has read the record before the main one changes anything
@@ -212,5 +129,5 @@ def _log_previous_versions(name: str, block_dir: str, folder: str, key: dict[str
         record = read_stage_record(other)
         if record is None or "key" not in record:
             continue
-        changes = "; ".join(_changed_keys(record["key"], key)[:8]) or "nothing recorded"
+        changes = "; ".join(changed_settings(record["key"], key)[:8]) or "nothing recorded"
         logger.warning(f"Stage {name}: the config changed since {other} (kept), so it is redone. Changed: {changes}")

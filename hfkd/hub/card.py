@@ -1,14 +1,201 @@
-"""The markdown body of a student's model card (see `hfkd.hub`), from the facts `hub.make_model_card` gathers.
+"""Model cards for students: the metadata (`huggingface_hub.ModelCardData`, a `model-index` with every evaluated
+domain) and the markdown body (the cross-domain table, speed and size, distillation settings, limitations under
+domain shift, how it was produced).
 
-Every number is formatted from those facts (`hfkd.report.format_score` / `format_ratio`); a missing part is said to
-be missing, never filled in.
+Every number comes from the run's files (`results.json` of an experiment or evaluation, else the folder's
+`metrics.json`) and is formatted by `hfkd.evaluation.report`; a missing part is said to be missing, never filled in.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
-from .report import MISSING, format_ratio, format_score
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from transformers.utils import logging
+
+from ..evaluation.report import MISSING, format_ratio, format_score, markdown_table
+from ..inference import safetensors_size
+
+logger = logging.get_logger(__name__)
+
+
+CARD_FILE = "README.md"
+
+
+# builtin models -> (the Hub model they are a copy of, its license)
+BUILTIN_ORIGINS = {"builtin:minilm-l6": ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0")}
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def base_model_of(name_or_path: str | None, _depth: int = 0) -> str | None:
+    """The Hub id a model comes from: itself for a Hub id, the original of a builtin, and for a local folder written
+    by hfkd the model it was fine-tuned from (read from its `hfkd_run.json` or `hfkd_stage.json`); else None."""
+    if not name_or_path or _depth > 4:
+        return None
+    if name_or_path in BUILTIN_ORIGINS:
+        return BUILTIN_ORIGINS[name_or_path][0]
+    if name_or_path.startswith("builtin:"):
+        return None  # generated test models have no Hub original
+    if not os.path.isdir(name_or_path):
+        return name_or_path
+    run = _read_json(os.path.join(name_or_path, "hfkd_run.json")).get("config", {})
+    stage = _read_json(os.path.join(name_or_path, "hfkd_stage.json")).get("key", {})
+    origin = run.get("teacher_model_name_or_path") or run.get("model_name_or_path") or stage.get("model")
+    return base_model_of(origin, _depth + 1)
+
+
+def find_block(results: dict[str, Any], folder: str, model: str | None = None) -> tuple[dict[str, Any], str]:
+    """The results block and model name that `folder` is (by stage path or model path), or `model` in the only
+    block. Raises `ValueError` naming what is there when nothing matches."""
+    same = os.path.realpath(folder)
+    for block in results.get("blocks") or []:
+        for name, stage in (block.get("stages") or {}).items():
+            if stage.get("path") and os.path.realpath(stage["path"]) == same and name in block.get("metrics", {}):
+                return block, name
+        for name, info in (results.get("models") or {}).items():
+            path = info.get("path")
+            if path and os.path.isdir(path) and os.path.realpath(path) == same and name in block.get("metrics", {}):
+                return block, name
+    blocks = results.get("blocks") or []
+    if model and len(blocks) == 1 and model in blocks[0].get("metrics", {}):
+        return blocks[0], model
+    names = sorted({n for b in blocks for n in b.get("metrics", {})})
+    raise ValueError(
+        f"The results do not describe the model in {folder!r}; name it with --model (one of {names}) or pass the "
+        "results of the run that made it."
+    )
+
+
+def _run_block(folder: str) -> tuple[dict[str, Any], str]:
+    """A one-domain-column block from a `scripts/distill.py` folder: the student's and the teacher's source test
+    scores from their `metrics.json`."""
+    run = _read_json(os.path.join(folder, "hfkd_run.json"))
+    domain = "+".join(run.get("source_domains") or ["source"])
+    cells = {}
+    teacher = run.get("config", {}).get("teacher_model_name_or_path")
+    for name, path in (("student", folder), ("teacher", teacher)):
+        metrics = _read_json(os.path.join(path, "metrics.json")) if path and os.path.isdir(path) else {}
+        if "test_accuracy" in metrics:
+            n = metrics.get("test_n")
+            cells[name] = {
+                domain: {"accuracy": metrics["test_accuracy"], "macro_f1": metrics["test_macro_f1"], "n": n}
+            }
+    block = {"domains": [domain], "source_domains": [domain], "target_domains": [], "metrics": cells, "speed": {}}
+    return block, "student"
+
+
+def _size(folder: str | None, block: dict[str, Any], model: str | None) -> dict[str, int] | None:
+    """`{"parameters", "bytes"}` of a model: read from its weights when the folder has them, else as the run's
+    results recorded them (a card remade from `results.json` alone)."""
+    size = safetensors_size(folder)
+    speed = (block.get("speed") or {}).get(model) or {}
+    if size is None and speed.get("parameters") and speed.get("weights_bytes"):
+        size = {"parameters": speed["parameters"], "bytes": speed["weights_bytes"]}
+    return size
+
+
+def eval_results(block: dict[str, Any], model: str, dataset: str) -> list[EvalResult]:
+    """`model-index` entries: accuracy and macro-F1 of `model` on the test split of each domain."""
+    entries = []
+    for domain in block.get("domains") or []:
+        cell = (block.get("metrics", {}).get(model) or {}).get(domain)
+        if not cell:
+            continue
+        common = dict(
+            task_type="text-classification",
+            task_name="Text Classification",
+            dataset_type=dataset,
+            dataset_name=f"{dataset} ({domain})",
+            dataset_config=domain,
+            dataset_split="test",
+        )
+        entries.append(
+            EvalResult(**common, metric_type="accuracy", metric_name="Accuracy", metric_value=cell["accuracy"])
+        )
+        entries.append(
+            EvalResult(
+                **common,
+                metric_type="f1",
+                metric_name="Macro-F1",
+                metric_value=cell["macro_f1"],
+                metric_args={"average": "macro"},
+            )
+        )
+    return entries
+
+
+def make_model_card(
+    folder: str, results: dict[str, Any] | None = None, model: str | None = None, repo_id: str | None = None
+) -> ModelCard:
+    """The card of the student in `folder`, from `results` (an experiment's or evaluation's `results.json`) when given,
+    else from the folder's own run files. `repo_id` names the model in the card (default: the folder's name)."""
+    if results is not None:
+        block, model = find_block(results, folder, model)
+        config = dict(results.get("config") or {})
+        teacher = results.get("teacher")
+        teacher_path = (block.get("stages", {}).get(teacher) or {}).get("path") if teacher else None
+        command = results.get("command")
+        dataset = str(results.get("dataset") or config.get("dataset") or "custom")
+    else:
+        block, model = _run_block(folder)
+        run = _read_json(os.path.join(folder, "hfkd_run.json"))
+        config, command, teacher = dict(run.get("config") or {}), run.get("command"), "teacher"
+        teacher_path = config.get("teacher_model_name_or_path")
+        dataset = str(config.get("dataset") or "custom")
+    student_config = _read_json(os.path.join(folder, "config.json"))
+    origin = (student_config.get("hfkd_student") or {}).get("teacher") or teacher_path
+    base = base_model_of(teacher_path) or base_model_of(config.get("model_name_or_path")) or base_model_of(origin)
+    license_ = next((lic for hub_id, lic in BUILTIN_ORIGINS.values() if hub_id == base), None)
+    name = repo_id or os.path.basename(os.path.abspath(folder))
+    facts = {
+        "name": name,
+        "repo_id": repo_id,
+        "model": model,
+        "teacher": teacher,
+        "base_model": base,
+        "dataset": dataset,
+        "block": block,
+        "config": config,
+        "command": command,
+        "labels": list((student_config.get("id2label") or {}).values()),
+        "student": student_config.get("hfkd_student") or {},
+        "size": {"student": _size(folder, block, model), "teacher": _size(teacher_path, block, teacher)},
+        "folder": folder,
+        "from_results": results is not None,
+        "hardware": ((results or {}).get("hardware") or {}).get("description"),
+        "versions": (results or {}).get("versions")
+        or _read_json(os.path.join(folder, "hfkd_run.json")).get("versions"),
+    }
+    data = ModelCardData(
+        model_name=name,
+        base_model=base,
+        datasets=[dataset] if "/" in dataset and not os.path.exists(dataset) else None,  # Hub dataset ids only
+        eval_results=eval_results(block, model, dataset) or None,
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        license=license_,
+        tags=["hfkd", "knowledge-distillation", "text-classification", "domain-shift"],
+    )
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{card_body(facts)}")
+
+
+def write_model_card(
+    folder: str, results: dict[str, Any] | None = None, model: str | None = None, repo_id: str | None = None
+) -> str:
+    """Write the card (see [`make_model_card`]) to `<folder>/README.md`; returns its path."""
+    path = os.path.join(folder, CARD_FILE)
+    make_model_card(folder, results, model, repo_id).save(path)
+    return path
+
 
 # the settings shown under "How it was produced", in this order, when the config has them
 CONFIG_KEYS = (
@@ -24,12 +211,6 @@ TEACHER_OUTPUTS = {
     "cache": "cached: computed once before training, keyed by the teacher's weights, tokenizer and the data",
     "auto": "cached: computed once before training, keyed by the teacher's weights, tokenizer and the data",
 }
-
-
-def _table(header: list[str], rows: list[list[Any]], numbers: bool = True) -> list[str]:
-    align = ["---"] + ["---:" if numbers else "---"] * (len(header) - 1)
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""]
 
 
 def _mb(size: dict | None) -> str:
@@ -92,7 +273,7 @@ def _results(facts: dict[str, Any]) -> list[str]:
             " Only the source domain was evaluated: run `scripts/cross_domain.py` or `scripts/evaluate_models.py` for "
             "other domains, then `hfkd card` with `--results` to put them here."
         )
-    return ["## Results across domains", "", intro, "", *_table(header, rows)]
+    return ["## Results across domains", "", intro, "", *markdown_table(header, rows, numbers=True)]
 
 
 def _speed(facts: dict[str, Any]) -> list[str]:
@@ -106,7 +287,7 @@ def _speed(facts: dict[str, Any]) -> list[str]:
         ["weights on disk", _mb(size["student"]), _mb(size["teacher"])],
         ["inference speed-up (measured)", f"{up:.2f}×" if up else MISSING, "1.00×" if up else MISSING],
     ]
-    lines = ["## Speed and size", "", *_table(["", "student", "teacher"], rows)]
+    lines = ["## Speed and size", "", *markdown_table(["", "student", "teacher"], rows, numbers=True)]
     if up:
         where = facts.get("hardware") or "the run's machine"
         lines += [f"Speed-up: test-set inference rows per second ({rate:.0f} for the student), on {where}.", ""]
@@ -167,7 +348,7 @@ def _settings(facts: dict[str, Any]) -> list[str]:
                 "no teacher term: the teacher's layers and head, fine-tuned on the source labels (the baseline)",
             ],
         ]
-    return ["## Distillation settings", "", *_table(["setting", "value"], rows, numbers=False)]
+    return ["## Distillation settings", "", *markdown_table(["setting", "value"], rows, numbers=False)]
 
 
 def _limitations(facts: dict[str, Any]) -> list[str]:

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,29 +25,122 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedModel, get_linear_schedule_with_warmup
 
-from .config import DataArguments, FinetuneArguments, ModelArguments, StudentArguments
-from .grad_health import PLOT_FILE as GRAD_HEALTH_PLOT
-from .grad_health import GradientHealth
-from .metrics import compute_classification_metrics
-from .models import load_classifier, load_tokenizer, set_loading_policy
-from .parser import config_to_dict
-from .runs import (
+from ..arguments import (
+    allow_pickle_weights_field,
+    check_choice,
+    check_range,
+    grad_health_field,
+    overwrite_output_dir_field,
+)
+from ..data.arguments import DataArguments
+from ..data.source import domain_label_names, load_data, tokenize_source_splits
+from ..distillation_config import StudentArguments
+from ..grad_health import PLOT_FILE as GRAD_HEALTH_PLOT
+from ..grad_health import GradientHealth
+from ..metrics import compute_classification_metrics
+from ..models import forward_argument_names, load_classifier, load_tokenizer, set_loading_policy
+from ..parser import config_to_dict
+from ..run_files import (
     check_output_dir,
-    domain_label_names,
     last_complete_checkpoint,
     list_checkpoints,
-    load_data,
     redact,
-    tokenize_source_splits,
     write_metrics,
     write_run_info,
 )
-from .students import student_from_teacher, student_tokenizer
-from .trainer import forward_argument_names
+from ..students import student_from_teacher, student_tokenizer
 
 logger = get_logger(__name__)
 
 LOOP_STATE_FILE = "hfkd_loop_state.json"
+
+
+@dataclass
+class ModelArguments:
+    """The model that plain fine-tuning starts from."""
+
+    model_name_or_path: str = field(
+        default="builtin:minilm-l6",
+        metadata={
+            "help": "Hub id, local folder, or 'builtin:minilm-l6' (the embedded all-MiniLM-L6-v2, 'demo' extra). With "
+            "student_num_layers / student_layer_ids a smaller student is cut from it first (no-distillation baseline)."
+        },
+    )
+
+
+@dataclass
+class FinetuneArguments:
+    """The plain Accelerate fine-tuning loop (teachers and no-distillation baselines).
+
+    Mixed precision, the number of processes and DeepSpeed come from `accelerate launch` / `accelerate config`.
+    """
+
+    output_dir: str = field(default="runs/finetune", metadata={"help": "Where the model, checkpoints and metrics go."})
+    num_train_epochs: float = field(
+        default=3.0,
+        metadata={
+            "help": "Number of passes over the training data; a fraction counts optimizer steps the way "
+            "`transformers.Trainer` does (ceil(epochs * steps per epoch)), so the loop and the Trainer take the same "
+            "number of steps for the same value."
+        },
+    )
+    max_steps: int = field(default=-1, metadata={"help": "If > 0, stop after this many optimizer steps."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per process."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate of AdamW."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorm)."})
+    warmup_steps: float = field(
+        default=0.1,
+        metadata={
+            "help": "Linear warm-up: an integer number of steps, or a float in [0, 1) as a fraction of all steps."
+        },
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the global gradient norm to this (0 = off)."})
+    seed: int = field(default=42, metadata={"help": "Random seed for initialisation and data order."})
+    logging_steps: int = field(default=20, metadata={"help": "Log the training loss every this many steps."})
+    save_total_limit: int | None = field(
+        default=2, metadata={"help": "Keep at most this many epoch checkpoints (oldest removed first)."}
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "A checkpoint folder to resume from, or 'last' for the newest one in output_dir."},
+    )
+    mixed_precision: str | None = field(
+        default=None,
+        metadata={"help": "'no', 'fp16' or 'bf16'. Default: whatever `accelerate launch` / `accelerate config` set."},
+    )
+    report_to: str = field(
+        default="none",
+        metadata={"help": "Accelerate tracker(s), e.g. 'tensorboard' or 'wandb' (comma-separated), or 'none'."},
+    )
+    dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes per dataloader."})
+    grad_health: bool = grad_health_field()
+    allow_pickle_weights: bool = allow_pickle_weights_field()
+    overwrite_output_dir: bool = overwrite_output_dir_field()
+
+    def __post_init__(self):
+        check_range("num_train_epochs", self.num_train_epochs, 0, low_open=True)
+        check_range("per_device_train_batch_size", self.per_device_train_batch_size, 1)
+        check_range("per_device_eval_batch_size", self.per_device_eval_batch_size, 1)
+        check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1)
+        check_range("learning_rate", self.learning_rate, 0, low_open=True)
+        check_range("weight_decay", self.weight_decay, 0)
+        check_range("warmup_steps", self.warmup_steps, 0)
+        if 1 < self.warmup_steps != int(self.warmup_steps):
+            raise ValueError(
+                f"warmup_steps must be an integer number of steps or a fraction in [0, 1); got {self.warmup_steps}."
+            )
+        check_range("max_grad_norm", self.max_grad_norm, 0)
+        check_range("logging_steps", self.logging_steps, 1)
+        check_range("save_total_limit", self.save_total_limit, 1)
+        if self.mixed_precision is not None:
+            check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+
+    def num_warmup_steps(self, num_training_steps: int) -> int:
+        if self.warmup_steps >= 1:
+            return int(self.warmup_steps)
+        return int(self.warmup_steps * num_training_steps + 0.5)
 
 
 def get_dataloaders(

@@ -1,0 +1,72 @@
+"""What every argument dataclass shares: range and choice checks that name the field, and option fields that several
+commands have (one definition, one help text).
+
+Each command owns its own dataclass, beside the code that uses it: `DistillationArguments` / `StudentArguments` in
+`hfkd.distillation_config`, `DataArguments` in `hfkd.data`, `FinetuneArguments` / `ModelArguments` in
+`hfkd.pipelines.finetune`, `ExperimentArguments` in `hfkd.experiment`, `EvaluationArguments` in `hfkd.evaluation`.
+YAML configs are flat and their keys are the field names (see `hfkd.parser`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import field
+
+
+def check_range(
+    name: str,
+    value: float | None,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    hint: str | None = None,
+) -> None:
+    """Raise a `ValueError` naming the field, the allowed range and the value when `value` is outside it."""
+    if value is None:
+        return
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        fix = hint or f"set --{name} (or `{name}:` in the YAML config) to a value in that range"
+        raise ValueError(f"{name} must be in {left}{lo}, {hi}{right}; got {name}={value!r}. Fix: {fix}.")
+
+
+def check_choice(name: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; set {name} to one of {sorted(choices)}.")
+
+
+# Options every training script has (one definition, one help text).
+def grad_health_field() -> bool:
+    return field(
+        default=True,
+        metadata={
+            "help": "Log per-layer-group gradient norms (before clipping) and the clipping rate at each logging step, "
+            "warn on vanishing / exploding gradients, and draw grad_health.png in output_dir."
+        },
+    )
+
+
+def allow_pickle_weights_field() -> bool:
+    return field(
+        default=False,
+        metadata={
+            "help": "Load model weights stored as pickles (pytorch_model.bin). Off by default: unpickling can run "
+            "code; only safetensors are loaded."
+        },
+    )
+
+
+def overwrite_output_dir_field() -> bool:
+    return field(
+        default=False,
+        metadata={
+            "help": "Replace a run of another config already in output_dir (by default that is an error, so that no "
+            "run is overwritten by accident). Continuing a run is --resume_from_checkpoint."
+        },
+    )

@@ -1,0 +1,158 @@
+"""Many models on many domains: the cross-domain matrix.
+
+For every (model, domain) the test split is run once; the local `evaluate` modules in `hfkd.metrics` turn the logits
+into accuracy, macro-F1 and calibration (ECE), and, for students, agreement and KL with the teacher's logits on the
+same rows. The derived figures (retention, in-domain and target means, transfer gap) are `hfkd.evaluation.results`'.
+
+Under several processes (`accelerate launch`) each domain's rows are sharded and gathered back in order
+(`gather_for_metrics`); every process returns the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from accelerate import Accelerator
+from datasets import DatasetDict
+from transformers import AutoConfig, PreTrainedModel
+from transformers.utils import logging
+
+from ..inference import Predictions, count_parameters, num_layers, predict, safetensors_size
+from ..metrics import load_metric
+from ..models import labels_are_generic, load_classifier, load_tokenizer, model_label_names, resolve_model_name_or_path
+from .results import summarize
+
+logger = logging.get_logger(__name__)
+
+
+def load_model_for_eval(name_or_path: str, label_names: Sequence[str]) -> tuple[PreTrainedModel, Any]:
+    """A saved classifier and its tokenizer; its labels must be the data's (by name; generic LABEL_i by position)."""
+    config = AutoConfig.from_pretrained(resolve_model_name_or_path(name_or_path))
+    if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+        raise ValueError(
+            f"Model {name_or_path!r} has no trained classification head (architectures {config.architectures}); "
+            "evaluate fine-tuned classifiers, e.g. the output_dir of scripts/finetune.py or scripts/distill.py."
+        )
+    names = model_label_names(config)
+    if labels_are_generic(config) and len(names) != len(label_names):
+        raise ValueError(
+            f"Model {name_or_path!r} has {len(names)} generic labels but the data has {len(label_names)} "
+            f"({list(label_names)}); evaluate a model fine-tuned on this label space."
+        )
+    if not labels_are_generic(config) and sorted(names) != sorted(label_names):
+        raise ValueError(
+            f"Model {name_or_path!r} predicts {names} but the data's labels are {list(label_names)}; evaluate it on "
+            "data with the same label names (set class_names), or pass a model trained on these labels."
+        )
+    # In the data's label order: a trained head reordered by name, generic LABEL_i taken as the data's i-th label.
+    model = load_classifier(name_or_path, label_names=label_names)
+    return model, load_tokenizer(name_or_path)
+
+
+def score(
+    predictions: Predictions,
+    num_labels: int,
+    teacher: Predictions | None = None,
+    extra_metrics: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The numbers of one (model, domain) cell: accuracy, macro_f1, n, ece; agreement and kl against a teacher."""
+    ids = predictions.logits.argmax(-1)
+    cell = dict(
+        load_metric("classification").compute(predictions=ids, references=predictions.labels, num_labels=num_labels)
+    )
+    calibration = load_metric("calibration").compute(predictions=predictions.logits, references=predictions.labels)
+    cell["ece"] = calibration["ece"]
+    if teacher is not None:
+        agreement = load_metric("agreement").compute(predictions=predictions.logits, references=teacher.logits)
+        cell["agreement"], cell["kl"] = agreement["agreement"], agreement["kl"]
+    extra = {}
+    for name in extra_metrics or []:
+        extra[name] = load_metric(name).compute(predictions=ids, references=predictions.labels)
+    if extra:
+        cell["extra"] = extra
+    return cell
+
+
+def evaluate_models(
+    models: dict[str, str | tuple[PreTrainedModel, Any]],
+    domains: dict[str, DatasetDict],
+    *,
+    teacher: str | None = None,
+    source_domains: Sequence[str] = (),
+    split: str = "test",
+    max_length: int = 128,
+    batch_size: int = 64,
+    accelerator: Accelerator | None = None,
+    extra_metrics: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Evaluate every model on the `split` of every domain; return one results block (see `hfkd.evaluation.results`).
+
+    Args:
+        models: name -> a saved folder / Hub id, or a loaded `(model, tokenizer)`; loaded one at a time, in order.
+        domains: as returned by `load_domains` (untokenised), with one shared label space.
+        teacher: the name of the reference model among `models` (evaluated first); students are the others.
+        source_domains: the domains the models were trained on (in-domain); the others are targets.
+
+    Returns:
+        A dict with `source_domains`, `target_domains`, `domains`, `metrics` (model -> domain -> numbers), `summary`
+        (derived figures, see [`summarize`]) and `speed` (inference rows/s over all domains, parameters, layers).
+    """
+    if teacher is not None and teacher not in models:
+        raise ValueError(f"teacher={teacher!r} is not one of the models {list(models)}; name one of them.")
+    label_names = list(next(iter(domains.values()))[split].features["label"].names)
+    order = ([teacher] if teacher else []) + [name for name in models if name != teacher]
+    metrics: dict[str, dict[str, Any]] = {}
+    speed: dict[str, dict[str, Any]] = {}
+    teacher_predictions: dict[str, Predictions] = {}
+    for name in order:
+        entry = models[name]
+        model, tokenizer = load_model_for_eval(entry, label_names) if isinstance(entry, str) else entry
+        rows, seconds = 0, 0.0
+        metrics[name] = {}
+        for domain, splits in domains.items():
+            predictions = predict(
+                model,
+                tokenizer,
+                splits[split],
+                label_names=label_names,
+                max_length=max_length,
+                batch_size=batch_size,
+                accelerator=accelerator,
+            )
+            rows, seconds = rows + len(predictions.labels), seconds + predictions.seconds
+            if name == teacher:
+                teacher_predictions[domain] = predictions
+            reference = teacher_predictions.get(domain) if name != teacher else None
+            metrics[name][domain] = score(predictions, len(label_names), reference, extra_metrics)
+            logger.info(
+                f"{name} on {domain}: macro_f1={metrics[name][domain]['macro_f1']:.4f} "
+                f"accuracy={metrics[name][domain]['accuracy']:.4f} (n={metrics[name][domain]['n']})"
+            )
+        speed[name] = {
+            "samples_per_second": rows / seconds if seconds > 0 else None,
+            "rows": rows,
+            "eval_seconds": seconds,
+            "parameters": count_parameters(model),
+            "num_layers": num_layers(model),
+            # a card made later from results.json alone (no weights at hand) can still say how big the model is
+            "weights_bytes": (safetensors_size(entry) or {}).get("bytes") if isinstance(entry, str) else None,
+        }
+        if isinstance(entry, str):
+            del model  # loaded here: free it before the next one
+    if teacher is not None and speed[teacher]["samples_per_second"]:
+        for entry in speed.values():
+            rate = entry["samples_per_second"]
+            entry["speedup_vs_teacher"] = rate / speed[teacher]["samples_per_second"] if rate else None
+    metrics = {name: metrics[name] for name in models}  # back to the caller's order
+    speed = {name: speed[name] for name in models}
+    sources = [d for d in domains if d in set(source_domains)]
+    targets = [d for d in domains if d not in set(source_domains)]
+    return {
+        "source_domains": sources,
+        "target_domains": targets,
+        "domains": list(domains),
+        "metrics": metrics,
+        "summary": summarize(metrics, sources, targets, teacher),
+        "speed": speed,
+    }

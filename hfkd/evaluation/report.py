@@ -1,0 +1,220 @@
+"""What a person reads after a cross-domain run: `results.json` -> `report.md`, and the formatting every table of
+hfkd shares (scores, ratios, markdown tables).
+
+Every number in `report.md` is formatted from the results dict by [`format_score`] or [`format_ratio`], never typed;
+a missing optional part shows as "–" instead of failing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .results import RESULTS_FILE
+
+REPORT_FILE = "report.md"
+
+
+MISSING = "–"
+
+
+def as_number(x: Any) -> float | None:
+    """`x` as a float; None when it is missing, NaN or not a number."""
+    try:
+        x = None if x is None or isinstance(x, bool) else float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if x is None or math.isnan(x) else x
+
+
+def format_score(x: float | None) -> str:
+    """A score, gap, KL, ECE or agreement with three decimals (`0.812`); "–" when missing or NaN."""
+    x = as_number(x)
+    return MISSING if x is None else f"{round(x, 3) + 0.0:.3f}"  # + 0.0: no "-0.000"
+
+
+def format_ratio(x: float | None) -> str:
+    """A retention ratio as a percentage with one decimal (`0.973` -> `97.3%`); "–" when missing or NaN."""
+    x = as_number(x)
+    return MISSING if x is None else f"{round(100 * x, 1) + 0.0:.1f}%"
+
+
+def _duration(seconds: Any) -> str:
+    s = as_number(seconds)
+    if s is None or s < 60:
+        return MISSING if s is None else f"{s:.1f} s"
+    minutes, s = divmod(round(s), 60)
+    return f"{minutes} min {s} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _size(n: Any) -> str:
+    n = as_number(n)
+    return MISSING if n is None else f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+def lookup(mapping: Any, *keys: str) -> Any:
+    """`mapping[k1][k2]...`, or None as soon as a level is missing or not a dict."""
+    for key in keys:
+        mapping = mapping.get(key) if isinstance(mapping, dict) else None
+    return mapping
+
+
+def model_names(results: dict, block: dict | None = None) -> list[str]:
+    """Display order: the order of `results["models"]`, then any model that only the block's metrics name."""
+    names = list(results.get("models") or {})
+    return names + [n for n in (block or {}).get("metrics") or {} if n not in names]
+
+
+def block_domains(block: dict) -> tuple[list[str], list[str], list[str]]:
+    sources, targets = list(block.get("source_domains") or []), list(block.get("target_domains") or [])
+    return list(block.get("domains") or dict.fromkeys(sources + targets)), sources, targets
+
+
+def domain_label(domain: str, sources: list[str]) -> str:
+    return f"{domain} (source)" if domain in sources else domain
+
+
+def held_out(block: dict) -> str:
+    return ", ".join(block.get("target_domains") or []) or str(block.get("name", "?"))
+
+
+def block_setting(block: dict) -> str:
+    _, sources, targets = block_domains(block)
+    return f"{block.get('name', '?')}: {', '.join(sources) or MISSING} → {', '.join(targets) or MISSING}"
+
+
+def markdown_table(header: list[str], rows: list[list[Any]], numbers: bool | None = None) -> list[str]:
+    """The lines of a markdown table (and a blank line after it); `|` and newlines in cells are escaped.
+
+    Args:
+        numbers (`bool`, *optional*): right-align every column but the first (`True`), none (`False`), or, by default,
+            each column whose cells all read as numbers.
+    """
+
+    def line(cells: list[Any]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+    if numbers is None:
+        numeric = [
+            j > 0 and all(str(r[j]).lstrip("*")[:1] in "-0123456789–" for r in rows) for j in range(len(header))
+        ]
+    else:
+        numeric = [j > 0 and numbers for j in range(len(header))]
+    return [line(header), line(["---:" if n else "---" for n in numeric]), *map(line, rows), ""]
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    return [title, "", *markdown_table(header, rows)]
+
+
+def _rows(names: list[str], raw: list[list[Any]], fmt, best: int = 0) -> list[list[str]]:
+    """Formatted rows, the highest value of each of the first `best` columns in bold (ties all bold)."""
+    rows = [[name] + [fmt(v) for v in values] for name, values in zip(names, raw, strict=True)]
+    for j in range(best):
+        column = [v for v in (as_number(values[j]) for values in raw) if v is not None]
+        for row in rows if len(column) > 1 else []:
+            row[j + 1] = f"**{row[j + 1]}**" if row[j + 1] == fmt(max(column)) else row[j + 1]
+    return rows
+
+
+def _block_section(results: dict, block: dict, h: str) -> list[str]:
+    domains, sources, targets = block_domains(block)
+    names, teacher = model_names(results, block), results.get("teacher")
+    students = [n for n in names if teacher is not None and n != teacher]
+    summary, labels, out = block.get("summary") or {}, [domain_label(d, sources) for d in domains], []
+    # the summary columns after the domains, only where they mean something (no source: no in-domain, no gap)
+    columns = [("in-domain", "in_domain")] * bool(sources) + [("target mean", "target_mean")] * bool(targets)
+    gap = [("gap", "transfer_gap")] if sources and targets else []
+
+    def matrix(title, rows, cell, extra, fmt, best=0):
+        raw = [[cell(n, d) for d in domains] + [lookup(summary, n, k) for _, k in extra] for n in rows]
+        out.extend(_table(f"{h} {title}", ["model", *labels, *(c for c, _ in extra)], _rows(rows, raw, fmt, best)))
+
+    for key, title in (("macro_f1", "Macro-F1"), ("accuracy", "Accuracy")):
+        extra = [(c, f"{p}_{key}") for c, p in columns + gap]
+        cell = lambda n, d, key=key: lookup(block, "metrics", n, d, key)  # noqa: E731
+        matrix(title, names, cell, extra, format_score, best=len(domains) + len(columns))  # no bold gap
+    if students:
+        extra = [(c, f"retention_{p}_macro_f1") for c, p in columns]
+        cell = lambda n, d: lookup(summary, n, "retention_macro_f1", d)  # noqa: E731
+        matrix("Retention of the teacher's macro-F1", students, cell, extra, format_ratio)
+    keys = [("agreement", "agreement_target_mean"), ("KL(teacher‖student)", "kl_target_mean")] * bool(teacher)
+    raw = [[lookup(summary, n, k) for _, k in [*keys, ("ECE", "ece_target_mean")]] for n in names]
+    if any(as_number(v) is not None for r in raw for v in r):
+        title = f"{h} Students vs the teacher on the targets" if teacher else f"{h} Calibration on the targets"
+        out += _table(title, ["model", *(c for c, _ in keys), "ECE"], _rows(names, raw, format_score))
+    rows = []
+    for n in names:
+        info, speed = lookup(results, "models", n) or {}, lookup(block, "speed", n) or {}
+        layers, up = info.get("num_layers", speed.get("num_layers")), as_number(speed.get("speedup_vs_teacher"))
+        rate = as_number(speed.get("samples_per_second"))
+        rows.append([n, MISSING if layers is None else layers, _size(info.get("parameters", speed.get("parameters")))])
+        rows[-1] += [MISSING if rate is None else f"{rate:.1f}", MISSING if up is None else f"{up:.2f}×"]
+    header = ["model", "layers", "parameters", "eval samples/s", "speed-up vs teacher"]
+    out += _table(f"{h} Speed and size", header, rows)
+    rows = []
+    for n, stage in (block.get("stages") or {}).items():
+        stage = stage if isinstance(stage, dict) else {}
+        reused = "given" if stage.get("given") else {True: "yes", False: "no"}.get(stage.get("reused"), MISSING)
+        path = f"`{stage['path']}`" if stage.get("path") else MISSING
+        rows.append([n, reused, _duration(stage.get("wall_time_s")), path])
+    return out + (_table(f"{h} Stages", ["model", "reused", "wall time", "path"], rows) if rows else [])
+
+
+def _intro(results: dict) -> list[str]:
+    blocks, mode, teacher = results.get("blocks") or [], results.get("mode") or "single", results.get("teacher")
+    if mode == "leave_one_out":
+        total = len(block_domains(blocks[0])[0]) if blocks else 0
+        setting = f"leave-one-out over {total} domains (each held out in turn, the others are the source)"
+        setting += "" if len(blocks) >= total else f"; {len(blocks)} of {total} blocks done so far"
+    elif blocks:
+        domains, sources, targets = block_domains(blocks[0])
+        setting = f"{', '.join(sources)} → {', '.join(targets) or MISSING}" if sources else f"on {', '.join(domains)}"
+    else:
+        setting = "no blocks evaluated yet"
+    text = f"Dataset `{results.get('dataset', MISSING)}`, mode `{mode}`: {setting}."
+    if results.get("label_names"):
+        text += f" Labels: {', '.join(map(str, results['label_names']))}."
+    text += f" Reference teacher: `{teacher}`." if teacher else " No reference teacher: no retention or agreement."
+    hardware = lookup(results, "hardware", "description")
+    processes = as_number(lookup(results, "hardware", "num_processes"))
+    hardware = f"{hardware or MISSING}, {int(processes)} processes" if processes and processes > 1 else hardware
+    text += f" Finished {results.get('finished', MISSING)} on {hardware or MISSING}, "
+    text += f"wall time {_duration(results.get('wall_time_s'))}."
+    text += f" Command: `{results['command']}`." if results.get("command") else ""
+    text += f" Every number below is generated from `{RESULTS_FILE}`; none is typed by hand."
+    lines = [f"# {results.get('title') or 'Cross-domain results'}", "", text, ""]
+    for name, info in (results.get("models") or {}).items():
+        info = info if isinstance(info, dict) else {}
+        layers = f"{info['num_layers']} layers, " if info.get("num_layers") is not None else ""
+        what = f"{info.get('role', 'model')}, {layers}{_size(info.get('parameters'))} parameters"
+        lines.append(f"- **{name}** ({what})" + (f": {info['description']}" if info.get("description") else ""))
+    legend = "In-domain = mean over the source domains, target mean = mean over the target domains, gap = in-domain − "
+    legend += "target mean." + " A student's retention = its score / the teacher's on the same domain." * bool(teacher)
+    return [*lines, "", legend + " Best per column in bold.", ""]
+
+
+def render_report(results: dict) -> str:
+    """The markdown of `report.md` for a results dict (see the module docstring); every number comes from it."""
+    lines, blocks, loo = _intro(results), results.get("blocks") or [], results.get("mode") == "leave_one_out"
+    if loo:
+        names, teacher, overall = model_names(results), results.get("teacher"), results.get("overall") or {}
+        keys = ["in_domain_macro_f1", "target_mean_macro_f1", "transfer_gap_macro_f1"]
+        header = ["model", "in-domain macro-F1", "held-out macro-F1", "gap"]
+        rows = _rows(names, [[lookup(overall, n, k) for k in keys] for n in names], format_score, best=2)
+        if teacher:
+            header.append("retention (held-out)")
+            for n, row in zip(names, rows, strict=True):
+                row.append(format_ratio(lookup(overall, n, "retention_target_mean_macro_f1")))
+        lines += _table("## Overall (mean over held-out domains)", header, rows)
+        rows = [
+            [held_out(b)] + [format_score(lookup(b, "summary", n, "target_mean_macro_f1")) for n in names]
+            for b in blocks
+        ]
+        rows.append(["mean"] + [format_score(lookup(overall, n, "target_mean_macro_f1")) for n in names])
+        lines += _table("### Held-out macro-F1 per domain", ["held-out domain", *names], rows)
+    for block in blocks:  # one block: its tables at the top level; several: a section each
+        if loo or len(blocks) > 1:
+            lines += [f"## Held out: {held_out(block)}" if loo else f"## {block_setting(block)}", ""]
+        lines += _block_section(results, block, "###" if loo or len(blocks) > 1 else "##")
+    return "\n".join(lines).rstrip() + "\n"

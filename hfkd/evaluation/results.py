@@ -1,0 +1,176 @@
+"""`results.json`: the one dict every cross-domain run and evaluation writes, and the figures derived from it.
+
+Format `"hfkd-cross-domain/1"`: the models, one block per source/target split (metrics per model and domain, summary
+figures, speed, stages) and the figures averaged over blocks. [`new_results`] starts one, [`add_block`] adds a block
+and recomputes what depends on it, [`write_outputs`] writes it with its report and plots, [`load_results`] reads
+it back. The derived figures are retention (student score / teacher score, per domain and as the mean over the
+targets), the in-domain and target means, and the transfer gap (in-domain mean minus target mean).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from transformers.utils import logging
+
+from ..run_files import environment_info, hardware_info
+
+logger = logging.get_logger(__name__)
+
+
+RESULTS_FILE = "results.json"
+
+
+FORMAT_PREFIX = "hfkd-cross-domain/"
+
+
+FORMAT = f"{FORMAT_PREFIX}1"
+SCORES = ("macro_f1", "accuracy")
+"""The scores that retention, means and gaps are computed for (macro-F1 first: it is the headline number)."""
+
+
+def new_results(
+    *,
+    title: str,
+    mode: str,
+    dataset: str,
+    label_names: Sequence[str],
+    teacher: str | None,
+    config: dict[str, Any],
+    command: str | None,
+    seeds: dict[str, Any],
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A results dict with no block yet: what was run (title, mode, dataset, labels, config, command, seeds), where and
+    with what (hardware, versions) and when it started. [`add_block`] adds the evaluated blocks."""
+    results: dict[str, Any] = {
+        "format": FORMAT,
+        "title": title,
+        "mode": mode,
+        "dataset": dataset,
+        "label_names": list(label_names),
+        "teacher": teacher,
+        "models": {},
+        "blocks": [],
+        "overall": {},
+        "hardware": hardware_info(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": command,
+        "config": config,
+        "versions": environment_info(),
+        "seeds": seeds,
+    }
+    if data is not None:
+        results["data"] = data
+    return results
+
+
+def add_block(
+    results: dict[str, Any], block: dict[str, Any], models: dict[str, dict[str, Any]], wall_time_s: float
+) -> dict[str, Any]:
+    """Append an evaluated block (see `hfkd.evaluation.evaluate_models`), set the model descriptions, and recompute
+    what depends on the blocks: the figures averaged over them, the finishing time and the wall time so far."""
+    results["blocks"].append(block)
+    results["models"] = models
+    results["overall"] = overall_summary(results["blocks"])
+    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    results["wall_time_s"] = wall_time_s
+    return results
+
+
+def _mean(values: list[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def summarize(
+    metrics: dict[str, dict[str, dict[str, Any]]],
+    source_domains: Sequence[str],
+    target_domains: Sequence[str],
+    teacher: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Derived figures per model: in-domain mean, target mean and transfer gap of each score; for students also
+    retention of the teacher's score (per domain, in-domain, mean over targets) and target means of agreement, KL
+    and ECE. Absent figures (no source, no target, no teacher) are `None`."""
+    summary: dict[str, dict[str, Any]] = {}
+    for name, cells in metrics.items():
+        figures: dict[str, Any] = {}
+        for key in SCORES:
+            in_domain = _mean([cells[d][key] for d in source_domains]) if source_domains else None
+            target = _mean([cells[d][key] for d in target_domains]) if target_domains else None
+            figures[f"in_domain_{key}"] = in_domain
+            figures[f"target_mean_{key}"] = target
+            figures[f"transfer_gap_{key}"] = None if in_domain is None or target is None else in_domain - target
+        figures["ece_target_mean"] = _mean([cells[d].get("ece") for d in target_domains]) if target_domains else None
+        if teacher is not None and name != teacher:
+            reference = metrics[teacher]
+            for key in SCORES:
+                per_domain = {d: _ratio(cells[d][key], reference[d][key]) for d in cells}
+                figures[f"retention_{key}"] = per_domain
+                figures[f"retention_in_domain_{key}"] = _mean([per_domain[d] for d in source_domains])
+                figures[f"retention_target_mean_{key}"] = _mean([per_domain[d] for d in target_domains])
+            for key in ("agreement", "kl"):
+                figures[f"{key}_target_mean"] = _mean([cells[d].get(key) for d in target_domains])
+        summary[name] = figures
+    return summary
+
+
+def overall_summary(blocks: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """The scalar summary figures of each model averaged over blocks (a block's own figures when there is one)."""
+    names = list(blocks[0]["summary"]) if blocks else []
+    overall: dict[str, dict[str, float | None]] = {}
+    for name in names:
+        keys = [k for k, v in blocks[0]["summary"][name].items() if not isinstance(v, dict)]
+        overall[name] = {k: _mean([block["summary"].get(name, {}).get(k) for block in blocks]) for k in keys}
+    return overall
+
+
+def atomic_write(path: str, data: str | bytes) -> None:
+    """Write a temporary file next to `path`, then rename it: a crash never leaves a half-written file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; these files are meant to be read by others
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def jsonable(obj: Any) -> Any:
+    return obj.tolist() if hasattr(obj, "tolist") else str(obj)  # numpy scalars/arrays; never fail at the end of a run
+
+
+def load_results(path_or_dir: str) -> dict:
+    """Read `results.json`, given the file or the folder holding it.
+
+    Raises:
+        `ValueError`: naming the file, when it is missing, not JSON, or not a cross-domain results dict.
+    """
+    path = os.path.join(path_or_dir, RESULTS_FILE) if os.path.isdir(path_or_dir) else path_or_dir
+    if not os.path.isfile(path):
+        raise ValueError(f"No results file at {path!r}: expected the {RESULTS_FILE} that a cross-domain run writes.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            results = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path!r} is not a valid results file: {error}") from error
+    kind = results.get("format") if isinstance(results, dict) else "not a JSON object"
+    if kind is not None and not str(kind).startswith(FORMAT_PREFIX):
+        raise ValueError(f"{path!r} is not a valid results file: format {kind!r}, expected {FORMAT_PREFIX}<version>.")
+    return results

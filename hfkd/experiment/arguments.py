@@ -1,0 +1,130 @@
+"""`ExperimentArguments`: what a cross-domain experiment trains and where it evaluates it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..arguments import check_choice, check_range
+
+EXPERIMENT_MODELS = ("teacher", "baseline", "distilled", "adaptive", "intermediate")
+"""The models of a cross-domain experiment, in the order they are trained and shown."""
+
+
+DEFAULT_EXPERIMENT_MODELS = EXPERIMENT_MODELS[:4]
+
+
+STUDENT_MODELS = ("adaptive", "distilled", "intermediate", "baseline")
+"""The students, in the order `hub_student` and `hfkd push` prefer them by default."""
+
+
+def parse_domain_weights(entries: list[str] | None, field_name: str = "target_domain_weights") -> dict[str, float]:
+    """`["apple=2", "coachella=1"]` -> `{"apple": 2.0, "coachella": 1.0}`, with errors that name the bad entry."""
+    weights: dict[str, float] = {}
+    for entry in entries or []:
+        name, sep, value = str(entry).partition("=")
+        try:
+            weight = float(value) if sep and name.strip() else None
+        except ValueError:
+            weight = None
+        if weight is None or not weight >= 0 or weight == float("inf"):
+            raise ValueError(
+                f"{field_name} entry {entry!r} is not 'domain=weight' with a finite weight >= 0; write e.g. "
+                f"{field_name}: [apple=2, coachella=1] (the weights are normalised)."
+            )
+        weights[name.strip()] = weight
+    if weights and not sum(weights.values()) > 0:
+        raise ValueError(f"{field_name}: at least one weight must be > 0; got {entries!r}.")
+    return weights
+
+
+@dataclass
+class ExperimentArguments:
+    """A cross-domain experiment: which models to train on the source domain(s) and where to evaluate them."""
+
+    mode: str = field(
+        default="single",
+        metadata={
+            "help": "'single': train on source_domains, evaluate on every domain. 'leave_one_out': one block per "
+            "domain, which is held out as the target while all the others are the sources."
+        },
+    )
+    target_domains: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Domains evaluated as targets (and whose unlabeled training text the adaptive student sees). "
+            "Default: every domain of the dataset that is not a source. In leave_one_out mode: the pool of domains."
+        },
+    )
+    models: list[str] = field(
+        default_factory=lambda: list(DEFAULT_EXPERIMENT_MODELS),
+        metadata={
+            "help": f"Which models to train and compare, any of {list(EXPERIMENT_MODELS)} ('intermediate': the "
+            "distilled student with hidden-state and attention terms, see intermediate_*_weight). The teacher is "
+            "always needed (trained here, or given with teacher_model_name_or_path)."
+        },
+    )
+    teacher_num_train_epochs: float | None = field(
+        default=None, metadata={"help": "Epochs for fine-tuning the teacher. Default: num_train_epochs."}
+    )
+    teacher_learning_rate: float | None = field(
+        default=None, metadata={"help": "Peak learning rate for fine-tuning the teacher. Default: learning_rate."}
+    )
+    unlabeled_ratio: float = field(
+        default=1.0,
+        metadata={
+            "help": "Adaptive student: unlabeled target rows added per labelled source row (1.0 = as many as the "
+            "source has), taken from the targets' training splits (never their test splits)."
+        },
+    )
+    target_domain_weights: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Adaptive student: how the unlabeled rows are shared among targets, as 'domain=weight' entries "
+            "(normalised; a domain left out gets 0). Default: equal shares."
+        },
+    )
+    extra_metrics: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "More `evaluate` metrics computed on every (model, domain), by Hub name ('accuracy', 'f1') or "
+            "path; stored in results.json under 'extra'. The built-in local metrics always run, offline too."
+        },
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Redo every stage even when a finished one with the same config is in output_dir."},
+    )
+    intermediate_hidden_weight: float = field(
+        default=1.0, metadata={"help": "The 'intermediate' student: weight of its hidden-state term (hidden_loss)."}
+    )
+    intermediate_attention_weight: float = field(
+        default=1.0, metadata={"help": "The 'intermediate' student: weight of its attention term (attention_loss)."}
+    )
+    hub_student: str | None = field(
+        default=None,
+        metadata={
+            "help": f"With push_to_hub: the student to push, one of {list(STUDENT_MODELS)}. Default: the first of "
+            "them that is trained."
+        },
+    )
+
+    def __post_init__(self):
+        check_choice("mode", self.mode, ("single", "leave_one_out"))
+        unknown = [m for m in self.models if m not in EXPERIMENT_MODELS]
+        if unknown or not self.models:
+            raise ValueError(
+                f"models={self.models!r} has unknown entries {unknown}; choose from {list(EXPERIMENT_MODELS)}."
+            )
+        self.models = [m for m in EXPERIMENT_MODELS if m in self.models]
+        check_range("teacher_num_train_epochs", self.teacher_num_train_epochs, 0, low_open=True)
+        check_range("teacher_learning_rate", self.teacher_learning_rate, 0, low_open=True)
+        check_range("unlabeled_ratio", self.unlabeled_ratio, 0, low_open=True, hint="use e.g. 1.0")
+        check_range("intermediate_hidden_weight", self.intermediate_hidden_weight, 0)
+        check_range("intermediate_attention_weight", self.intermediate_attention_weight, 0)
+        parse_domain_weights(self.target_domain_weights)
+        students = [m for m in self.models if m != "teacher"]
+        if self.hub_student is not None and self.hub_student not in students:
+            raise ValueError(
+                f"hub_student={self.hub_student!r} is not a trained student; choose one of {students} (the students "
+                "in models)."
+            )
