@@ -36,11 +36,6 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def num_layers(model: PreTrainedModel) -> int | None:
-    config = model.config
-    return getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None)
-
-
 def predict(
     model: PreTrainedModel,
     tokenizer,

@@ -21,28 +21,12 @@ from transformers import PreTrainedModel
 from transformers.utils import logging
 
 from .losses import attention_loss, hidden_state_loss, resolve_layer_map
+from .models import hidden_size, num_heads, num_layers
 
 logger = logging.get_logger(__name__)
 
 PROJECTION_ATTR = "hfkd_projection"
 TERMS = ("hidden", "attention", "embedding")
-
-
-def _config_value(model: PreTrainedModel, *names: str) -> int:
-    config = model.config.get_text_config()
-    return next(getattr(config, n) for n in names if getattr(config, n, None) is not None)
-
-
-def num_layers(model: PreTrainedModel) -> int:
-    return _config_value(model, "num_hidden_layers", "n_layers")
-
-
-def hidden_size(model: PreTrainedModel) -> int:
-    return _config_value(model, "hidden_size", "dim")
-
-
-def num_heads(model: PreTrainedModel) -> int:
-    return _config_value(model, "num_attention_heads", "n_heads")
 
 
 def recorded_teacher_layers(student: PreTrainedModel, teacher: PreTrainedModel) -> list[int] | None:

@@ -415,3 +415,23 @@ def load_teacher(name_or_path: str | None, label_names: list[str]) -> PreTrained
 
 def forward_argument_names(model: nn.Module) -> set[str]:
     return set(inspect.signature(model.forward).parameters)
+
+
+def _config_value(model: PreTrainedModel | PreTrainedConfig, *names: str) -> int | None:
+    config = _config_of(model).get_text_config()
+    return next((getattr(config, n) for n in names if getattr(config, n, None) is not None), None)
+
+
+def num_layers(model: PreTrainedModel | PreTrainedConfig) -> int | None:
+    """The number of encoder layers (BERT's `num_hidden_layers`, DistilBERT's `n_layers`); `None` if not said."""
+    return _config_value(model, "num_hidden_layers", "n_layers")
+
+
+def hidden_size(model: PreTrainedModel | PreTrainedConfig) -> int | None:
+    """The width of the hidden states (BERT's `hidden_size`, DistilBERT's `dim`)."""
+    return _config_value(model, "hidden_size", "dim")
+
+
+def num_heads(model: PreTrainedModel | PreTrainedConfig) -> int | None:
+    """The number of attention heads (BERT's `num_attention_heads`, DistilBERT's `n_heads`)."""
+    return _config_value(model, "num_attention_heads", "n_heads")

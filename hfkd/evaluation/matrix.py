@@ -18,9 +18,16 @@ from datasets import DatasetDict
 from transformers import AutoConfig, PreTrainedModel
 from transformers.utils import logging
 
-from ..inference import Predictions, count_parameters, num_layers, predict, safetensors_size
+from ..inference import Predictions, count_parameters, predict, safetensors_size
 from ..metrics import load_metric
-from ..models import labels_are_generic, load_classifier, load_tokenizer, model_label_names, resolve_model_name_or_path
+from ..models import (
+    labels_are_generic,
+    load_classifier,
+    load_tokenizer,
+    model_label_names,
+    num_layers,
+    resolve_model_name_or_path,
+)
 from .results import summarize
 
 logger = logging.get_logger(__name__)
