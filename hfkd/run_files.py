@@ -14,11 +14,7 @@ from typing import Any
 from .fingerprints import changed_settings, training_settings
 
 RUN_INFO_FILE = "hfkd_run.json"
-
-
 METRICS_FILE = "metrics.json"
-
-
 SECRET_FIELDS = ("hub_token", "token")
 
 

@@ -13,11 +13,7 @@ from collections.abc import Sequence
 
 # What near-copies of a text differ in (retweets, other people's names, other links); see `dedup_key`.
 _RETWEET_PREFIX = re.compile(r"^(?:rt @\w+:?\s*)+")
-
-
 _URL = re.compile(r"https?:\S*|www\.\S+")  # also links cut short ("http://t.co/...", "http:/")
-
-
 _MENTION = re.compile(r"@\w+")
 
 

@@ -26,8 +26,6 @@ from .results import atomic_write
 logger = logging.get_logger(__name__)
 
 HEATMAP_FILE = "heatmap.png"
-
-
 RETENTION_FILE = "retention.png"
 
 

@@ -13,8 +13,6 @@ from typing import Any
 from .results import RESULTS_FILE
 
 REPORT_FILE = "report.md"
-
-
 MISSING = "–"
 
 

@@ -2,9 +2,9 @@
 
 Format `"hfkd-cross-domain/1"`: the models, one block per source/target split (metrics per model and domain, summary
 figures, speed, stages) and the figures averaged over blocks. [`new_results`] starts one, [`add_block`] adds a block
-and recomputes what depends on it, [`write_outputs`] writes it with its report and plots, [`load_results`] reads
-it back. The derived figures are retention (student score / teacher score, per domain and as the mean over the
-targets), the in-domain and target means, and the transfer gap (in-domain mean minus target mean).
+and recomputes what depends on it, [`load_results`] reads it back (`hfkd.evaluation.outputs.write_outputs` writes it
+with its report and plots). The derived figures are retention (student score / teacher score, per domain and as the
+mean over the targets), the in-domain and target means, and the transfer gap (in-domain mean minus target mean).
 """
 
 from __future__ import annotations
@@ -24,13 +24,8 @@ from ..run_files import environment_info, hardware_info
 
 logger = logging.get_logger(__name__)
 
-
 RESULTS_FILE = "results.json"
-
-
 FORMAT_PREFIX = "hfkd-cross-domain/"
-
-
 FORMAT = f"{FORMAT_PREFIX}1"
 SCORES = ("macro_f1", "accuracy")
 """The scores that retention, means and gaps are computed for (macro-F1 first: it is the headline number)."""

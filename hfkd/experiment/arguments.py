@@ -11,8 +11,6 @@ EXPERIMENT_MODELS = ("teacher", "baseline", "distilled", "adaptive", "intermedia
 
 
 DEFAULT_EXPERIMENT_MODELS = EXPERIMENT_MODELS[:4]
-
-
 STUDENT_MODELS = ("adaptive", "distilled", "intermediate", "baseline")
 """The students, in the order `hub_student` and `hfkd push` prefer them by default."""
 
