@@ -32,9 +32,10 @@ def test_summarize_by_hand():
     assert t["transfer_gap_macro_f1"] == pytest.approx(0.35)
     assert "retention_macro_f1" not in t  # the teacher is the reference
     assert s["retention_macro_f1"] == pytest.approx({"a": 0.75, "b": 1.0, "c": 0.5})
-    assert s["retention_target_mean_macro_f1"] == pytest.approx(0.75)
+    # retention of a mean is the ratio of the means, not the mean of the per-domain ratios (0.75 here)
+    assert s["retention_target_mean_macro_f1"] == pytest.approx(((0.5 + 0.2) / 2) / ((0.5 + 0.4) / 2))
     assert s["retention_in_domain_accuracy"] == pytest.approx(1.0)
-    assert s["retention_target_mean_accuracy"] == pytest.approx((0.5 + 1.0) / 2)
+    assert s["retention_target_mean_accuracy"] == pytest.approx(((0.3 + 0.5) / 2) / ((0.6 + 0.5) / 2))
     assert s["agreement_target_mean"] == pytest.approx(0.6) and s["kl_target_mean"] == pytest.approx(0.5)
     # no teacher: no retention; no source: no in-domain figures or gap
     bare = summarize(metrics, [], ["a", "b", "c"])
@@ -42,7 +43,7 @@ def test_summarize_by_hand():
     assert bare["student"]["in_domain_macro_f1"] is None and bare["student"]["transfer_gap_macro_f1"] is None
     overall = overall_summary([{"summary": summary}, {"summary": summarize(metrics, ["b"], ["a"], "teacher")}])
     assert overall["teacher"]["in_domain_macro_f1"] == pytest.approx((0.8 + 0.5) / 2)
-    assert overall["student"]["retention_target_mean_macro_f1"] == pytest.approx((0.75 + 0.75) / 2)
+    assert overall["student"]["retention_target_mean_macro_f1"] == pytest.approx((0.35 / 0.45 + 0.6 / 0.8) / 2)
 
 
 def test_predict_returns_rows_in_dataset_order(tokenizer):

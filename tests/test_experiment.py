@@ -63,7 +63,12 @@ def test_report_agrees_with_results(experiment):
             header, row = table_row(report, heading, model)
             for domain in block["domains"]:
                 column = next(i for i, h in enumerate(header) if re.sub(r"\s*\(source\)", "", h) == domain)
-                assert row[column].strip("*") == format_score(block["metrics"][model][domain][key])
+                cell = block["metrics"][model][domain]
+                interval = cell["intervals"][key]
+                expected = f"{format_score(cell[key])} [{interval['ci_low']:.2f}, {interval['ci_high']:.2f}]"
+                assert row[column].strip("*") == expected
+                assert interval["ci_low"] <= cell[key] <= interval["ci_high"] and interval["n_seeds"] == 1
+                assert (row[column].startswith("**")) == (block["best"][f"{key}@{domain}"] == model)
         if model != "teacher":
             header, row = table_row(report, "Retention", model)
             for domain in block["domains"]:
@@ -244,3 +249,27 @@ def test_baseline_takes_as_many_optimizer_steps_as_the_distilled_student(tmp_pat
     assert stages["baseline"]["train"]["global_step"] == stages["distilled"]["train"]["global_step"]
     description = results["models"]["baseline"]["description"]
     assert "head" in description and "no teacher term" in description
+
+
+def test_results_carry_intervals_and_paired_comparisons(experiment):
+    tmp_path, results = experiment
+    block = results["blocks"][0]
+    assert results["schema_version"] == 2 and block["uncertainty"]["n_resamples"] == 1000
+    for model, summary in block["summary"].items():
+        for figure in ("in_domain_macro_f1", "target_mean_macro_f1", "transfer_gap_macro_f1"):
+            estimate = summary["intervals"][figure]
+            assert estimate["mean"] == pytest.approx(summary[figure])  # one seed: the point is the figure itself
+            assert estimate["ci_low"] <= estimate["mean"] <= estimate["ci_high"]
+        if model != "teacher":  # retention of the target mean: the ratio of the means
+            ratio = summary["target_mean_macro_f1"] / block["summary"]["teacher"]["target_mean_macro_f1"]
+            assert summary["retention_target_mean_macro_f1"] == pytest.approx(ratio)
+            assert summary["intervals"]["retention_target_mean_macro_f1"]["mean"] == pytest.approx(ratio)
+    pairs = {(c["a"], c["b"]) for c in block["comparisons"]}
+    students = {"baseline", "distilled", "adaptive"}
+    assert {(s, "teacher") for s in students} | {("distilled", "baseline"), ("adaptive", "distilled")} == pairs
+    for c in block["comparisons"]:
+        assert c["ci_low"] <= c["diff"] <= c["ci_high"] and 0 < c["p"] <= 1
+        assert c["verdict"] in ("better", "worse", "no significant difference")
+        assert (c["verdict"] != "no significant difference") == (c["p"] < 0.05)
+    report = (tmp_path / "exp" / "report.md").read_text()
+    assert "Paired comparisons" in report and "target-mean macro-F1" in report

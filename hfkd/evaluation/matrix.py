@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from accelerate import Accelerator
 from datasets import DatasetDict
 from transformers import AutoConfig, PreTrainedModel
@@ -29,6 +30,7 @@ from ..models import (
     resolve_model_name_or_path,
 )
 from .results import summarize
+from .statistics import block_uncertainty
 
 logger = logging.get_logger(__name__)
 
@@ -112,11 +114,13 @@ def evaluate_models(
     metrics: dict[str, dict[str, Any]] = {}
     speed: dict[str, dict[str, Any]] = {}
     teacher_predictions: dict[str, Predictions] = {}
+    references: dict[str, np.ndarray] = {}
+    ids: dict[str, dict[str, np.ndarray]] = {}
     for name in order:
         entry = models[name]
         model, tokenizer = load_model_for_eval(entry, label_names) if isinstance(entry, str) else entry
         rows, seconds = 0, 0.0
-        metrics[name] = {}
+        metrics[name], ids[name] = {}, {}
         for domain, splits in domains.items():
             predictions = predict(
                 model,
@@ -128,6 +132,8 @@ def evaluate_models(
                 accelerator=accelerator,
             )
             rows, seconds = rows + len(predictions.labels), seconds + predictions.seconds
+            references[domain] = np.asarray(predictions.labels)
+            ids[name][domain] = np.asarray(predictions.logits.argmax(-1))[None, :]  # (seeds, rows)
             if name == teacher:
                 teacher_predictions[domain] = predictions
             reference = teacher_predictions.get(domain) if name != teacher else None
@@ -155,11 +161,21 @@ def evaluate_models(
     speed = {name: speed[name] for name in models}
     sources = [d for d in domains if d in set(source_domains)]
     targets = [d for d in domains if d not in set(source_domains)]
+    uncertainty = block_uncertainty(references, ids, sources, targets, teacher, len(label_names))
+    for name, cells in uncertainty["cells"].items():
+        for domain, intervals in cells.items():
+            metrics[name][domain]["intervals"] = intervals
+    summary = summarize(metrics, sources, targets, teacher)
+    for name, intervals in uncertainty["summary"].items():
+        summary[name]["intervals"] = intervals
     return {
         "source_domains": sources,
         "target_domains": targets,
         "domains": list(domains),
         "metrics": metrics,
-        "summary": summarize(metrics, sources, targets, teacher),
+        "summary": summary,
+        "comparisons": uncertainty["comparisons"],
+        "best": uncertainty["best"],
+        "uncertainty": uncertainty["method"],
         "speed": speed,
     }

@@ -115,6 +115,36 @@ def _rows(names: list[str], raw: list[list[Any]], fmt, best: int = 0) -> list[li
     return rows
 
 
+def with_interval(value: Any, interval: dict | None, fmt=None) -> str:
+    """`0.742 [0.70, 0.78]`: a figure and its 95 % interval (just the figure when there is none)."""
+    fmt = fmt or format_score
+    low, high = as_number(lookup(interval, "ci_low")), as_number(lookup(interval, "ci_high"))
+    if as_number(value) is None or low is None or high is None:
+        return fmt(value)
+    if fmt is format_ratio:
+        return f"{fmt(value)} [{low:.0%}, {high:.0%}]"
+    return f"{fmt(value)} [{low:.2f}, {high:.2f}]"
+
+
+FIGURE_NAMES = {"target_mean_macro_f1": "target-mean macro-F1", "in_domain_macro_f1": "in-domain macro-F1"}
+
+
+def _comparisons(block: dict, h: str) -> list[str]:
+    """The paired comparisons of the mean figures, in words."""
+    rows = []
+    for c in block.get("comparisons") or []:
+        if c.get("metric") not in FIGURE_NAMES:
+            continue  # the per-domain ones are in results.json
+        diff = f"{c['diff']:+.3f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
+        p = "< 0.001" if c["p"] < 0.001 else f"{c['p']:.3f}"
+        verdict = {"better": f"**{c['a']} better**", "worse": f"**{c['a']} worse**"}.get(c["verdict"], c["verdict"])
+        rows.append([f"{c['a']} vs {c['b']}", FIGURE_NAMES[c["metric"]], diff, p, verdict])
+    if not rows:
+        return []
+    title = f"{h} Paired comparisons (same test rows and seeds)"
+    return _table(title, ["models", "figure", "difference [95 % interval]", "p", "verdict"], rows)
+
+
 def _block_section(results: dict, block: dict, h: str) -> list[str]:
     domains, sources, targets = block_domains(block)
     names, teacher = model_names(results, block), results.get("teacher")
@@ -123,19 +153,38 @@ def _block_section(results: dict, block: dict, h: str) -> list[str]:
     # the summary columns after the domains, only where they mean something (no source: no in-domain, no gap)
     columns = [("in-domain", "in_domain")] * bool(sources) + [("target mean", "target_mean")] * bool(targets)
     gap = [("gap", "transfer_gap")] if sources and targets else []
+    best = block.get("best")
 
-    def matrix(title, rows, cell, extra, fmt, best=0):
-        raw = [[cell(n, d) for d in domains] + [lookup(summary, n, k) for _, k in extra] for n in rows]
-        out.extend(_table(f"{h} {title}", ["model", *labels, *(c for c, _ in extra)], _rows(rows, raw, fmt, best)))
+    def cell_text(value, interval, fmt, bold: bool) -> str:
+        text = with_interval(value, interval, fmt)
+        return f"**{text}**" if bold else text
 
     for key, title in (("macro_f1", "Macro-F1"), ("accuracy", "Accuracy")):
         extra = [(c, f"{p}_{key}") for c, p in columns + gap]
-        cell = lambda n, d, key=key: lookup(block, "metrics", n, d, key)  # noqa: E731
-        matrix(title, names, cell, extra, format_score, best=len(domains) + len(columns))  # no bold gap
+        rows = []
+        for n in names:
+            row = [n]
+            for d in domains:
+                value, interval = lookup(block, "metrics", n, d, key), lookup(block, "metrics", n, d, "intervals", key)
+                row.append(cell_text(value, interval, format_score, lookup(best, f"{key}@{d}") == n))
+            for _, k in extra:
+                value, interval = lookup(summary, n, k), lookup(summary, n, "intervals", k)
+                row.append(cell_text(value, interval, format_score, lookup(best, k) == n))
+            rows.append(row)
+        out.extend(_table(f"{h} {title}", ["model", *labels, *(c for c, _ in extra)], rows))
     if students:
         extra = [(c, f"retention_{p}_macro_f1") for c, p in columns]
-        cell = lambda n, d: lookup(summary, n, "retention_macro_f1", d)  # noqa: E731
-        matrix("Retention of the teacher's macro-F1", students, cell, extra, format_ratio)
+        rows = []
+        for n in students:
+            row = [n, *(format_ratio(lookup(summary, n, "retention_macro_f1", d)) for d in domains)]
+            row += [
+                with_interval(lookup(summary, n, k), lookup(summary, n, "intervals", k), format_ratio)
+                for _, k in extra
+            ]
+            rows.append(row)
+        title = f"{h} Retention of the teacher's macro-F1"
+        out.extend(_table(title, ["model", *labels, *(c for c, _ in extra)], rows))
+    out += _comparisons(block, h)
     keys = [("agreement", "agreement_target_mean"), ("KL(teacher‖student)", "kl_target_mean")] * bool(teacher)
     raw = [[lookup(summary, n, k) for _, k in [*keys, ("ECE", "ece_target_mean")]] for n in names]
     if any(as_number(v) is not None for r in raw for v in r):
@@ -188,8 +237,28 @@ def _intro(results: dict) -> list[str]:
         what = f"{info.get('role', 'model')}, {layers}{_size(info.get('parameters'))} parameters"
         lines.append(f"- **{name}** ({what})" + (f": {info['description']}" if info.get("description") else ""))
     legend = "In-domain = mean over the source domains, target mean = mean over the target domains, gap = in-domain − "
-    legend += "target mean." + " A student's retention = its score / the teacher's on the same domain." * bool(teacher)
-    return [*lines, "", legend + " Best per column in bold.", ""]
+    legend += "target mean."
+    if teacher:
+        legend += " A student's retention = its score / the teacher's on the same domain (for the means: the ratio of"
+        legend += " the means)."
+    seeds = {
+        len(lookup(block, "metrics", n, d, "intervals", "macro_f1", "per_seed") or [])
+        for block in results.get("blocks") or []
+        for n in lookup(block, "metrics") or {}
+        for d in lookup(block, "metrics", n) or {}
+    } - {0}
+    if seeds:
+        n_seeds = max(seeds)
+        over = "the test rows" + (f" and the {n_seeds} training seeds (mean over seeds)" if n_seeds > 1 else "")
+        legend += (
+            f" In brackets: the 95 % interval over {over}, by bootstrap (see `hfkd.evaluation.statistics`). A model is"
+            " in bold only where it is best and significantly better than the runner-up (paired bootstrap, p < 0.05)."
+        )
+        if n_seeds == 1:
+            legend += " One training seed: the intervals leave out the variance between seeds."
+    else:
+        legend += " Best per column in bold."
+    return [*lines, "", legend, ""]
 
 
 def render_report(results: dict) -> str:

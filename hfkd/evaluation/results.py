@@ -26,7 +26,9 @@ logger = logging.get_logger(__name__)
 
 RESULTS_FILE = "results.json"
 FORMAT_PREFIX = "hfkd-cross-domain/"
-FORMAT = f"{FORMAT_PREFIX}1"
+SCHEMA_VERSION = 2
+"""2: intervals over seeds and test rows, paired comparisons, retention of a mean as the ratio of the means."""
+FORMAT = f"{FORMAT_PREFIX}{SCHEMA_VERSION}"
 SCORES = ("macro_f1", "accuracy")
 """The scores that retention, means and gaps are computed for (macro-F1 first: it is the headline number)."""
 
@@ -47,6 +49,7 @@ def new_results(
     with what (hardware, versions) and when it started. [`add_block`] adds the evaluated blocks."""
     results: dict[str, Any] = {
         "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
         "title": title,
         "mode": mode,
         "dataset": dataset,
@@ -113,8 +116,10 @@ def summarize(
             for key in SCORES:
                 per_domain = {d: _ratio(cells[d][key], reference[d][key]) for d in cells}
                 figures[f"retention_{key}"] = per_domain
-                figures[f"retention_in_domain_{key}"] = _mean([per_domain[d] for d in source_domains])
-                figures[f"retention_target_mean_{key}"] = _mean([per_domain[d] for d in target_domains])
+                # the ratio of the means, not the mean of per-domain ratios (which one small, hard domain dominates)
+                for label, names in (("in_domain", source_domains), ("target_mean", target_domains)):
+                    teacher_mean = _mean([reference[d][key] for d in names]) if names else None
+                    figures[f"retention_{label}_{key}"] = _ratio(figures[f"{label}_{key}"], teacher_mean)
             for key in ("agreement", "kl"):
                 figures[f"{key}_target_mean"] = _mean([cells[d].get(key) for d in target_domains])
         summary[name] = figures
@@ -155,7 +160,8 @@ def load_results(path_or_dir: str) -> dict:
     """Read `results.json`, given the file or the folder holding it.
 
     Raises:
-        `ValueError`: naming the file, when it is missing, not JSON, or not a cross-domain results dict.
+        `ValueError`: naming the file, when it is missing, not JSON, not a cross-domain results dict, or one of an
+            older format (it says how to remake it).
     """
     path = os.path.join(path_or_dir, RESULTS_FILE) if os.path.isdir(path_or_dir) else path_or_dir
     if not os.path.isfile(path):
@@ -167,5 +173,11 @@ def load_results(path_or_dir: str) -> dict:
         raise ValueError(f"{path!r} is not a valid results file: {error}") from error
     kind = results.get("format") if isinstance(results, dict) else "not a JSON object"
     if kind is not None and not str(kind).startswith(FORMAT_PREFIX):
-        raise ValueError(f"{path!r} is not a valid results file: format {kind!r}, expected {FORMAT_PREFIX}<version>.")
+        raise ValueError(f"{path!r} is not a valid results file: format {kind!r}, expected {FORMAT}.")
+    if kind != FORMAT:
+        raise ValueError(
+            f"{path!r} is a results file of format {kind!r}, written by an older hfkd (no intervals over seeds and "
+            f"test rows, retention as a mean of ratios); this hfkd reads {FORMAT} only, so as not to mix the two. "
+            "Run the same command again: its finished stages are reused and only the evaluation is redone."
+        )
     return results

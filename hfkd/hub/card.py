@@ -15,7 +15,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers.utils import logging
 
-from ..evaluation.report import MISSING, format_ratio, format_score, markdown_table
+from ..evaluation.report import MISSING, format_ratio, format_score, markdown_table, with_interval
 from ..inference import safetensors_size
 
 logger = logging.get_logger(__name__)
@@ -253,7 +253,8 @@ def _results(facts: dict[str, Any]) -> list[str]:
     rows = []
     for domain in block.get("domains") or []:
         cell = (metrics.get(model) or {}).get(domain) or {}
-        row = [f"{domain} (source)" if domain in sources else domain, format_score(cell.get("macro_f1"))]
+        score = with_interval(cell.get("macro_f1"), (cell.get("intervals") or {}).get("macro_f1"))
+        row = [f"{domain} (source)" if domain in sources else domain, score]
         row += [format_score((metrics[n].get(domain) or {}).get("macro_f1")) for n in others]
         if teacher in metrics:
             t = (metrics[teacher].get(domain) or {}).get("macro_f1")
@@ -263,6 +264,19 @@ def _results(facts: dict[str, Any]) -> list[str]:
         "Test split of every domain; the source is what the model was trained on, the others it never saw labelled. "
         f"Retention = {model}'s macro-F1 / the teacher's on the same domain."
     )
+    if any("intervals" in (c or {}) for c in (metrics.get(model) or {}).values()):
+        intro += " In brackets: the 95 % interval over the test rows (and training seeds, when there were several)."
+    verdicts = [
+        c
+        for c in block.get("comparisons") or []
+        if c.get("a") == model and c.get("metric") == "target_mean_macro_f1" and c.get("b") in others
+    ]
+    for c in verdicts:
+        words = {"better": "better than", "worse": "worse than"}.get(c["verdict"], "not significantly different from")
+        intro += (
+            f" On the target mean, {model} is {words} `{c['b']}` ({c['diff']:+.3f} macro-F1, 95 % interval "
+            f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}], paired bootstrap p = {c['p']:.3f})."
+        )
     if "baseline" in others:
         intro += (
             " `baseline` is the same student (the teacher's layers and head), fine-tuned on the source labels with "
