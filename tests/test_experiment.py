@@ -273,3 +273,25 @@ def test_results_carry_intervals_and_paired_comparisons(experiment):
         assert (c["verdict"] != "no significant difference") == (c["p"] < 0.05)
     report = (tmp_path / "exp" / "report.md").read_text()
     assert "Paired comparisons" in report and "target-mean macro-F1" in report
+
+
+def test_seeds_train_every_stage_per_seed_and_are_reused(tmp_path):
+    # two seeds: a teacher and students per seed, figures averaged over the seeds with intervals over seeds and rows;
+    # the first seed's stages are those of a one-seed run with that seed (same folders), and a rerun reuses them all
+    args = ["--models", "teacher", "distilled", "--seed", "0"]
+    one = run(tmp_path, *args)
+    two = run(tmp_path, *args, "--seeds", "0", "1")
+    block = two["blocks"][0]
+    for model in ("teacher", "distilled"):
+        stage = block["stages"][model]
+        assert [s["seed"] for s in stage["seeds"]] == [0, 1]
+        assert stage["seeds"][0]["path"] == one["blocks"][0]["stages"][model]["path"] and stage["seeds"][0]["reused"]
+        assert stage["seeds"][1]["path"] != stage["seeds"][0]["path"] and not stage["seeds"][1]["reused"]
+        for domain, cell in block["metrics"][model].items():
+            interval = cell["intervals"]["macro_f1"]
+            assert interval["n_seeds"] == 2 and cell["macro_f1"] == pytest.approx(sum(interval["per_seed"]) / 2)
+            assert interval["per_seed"][0] == pytest.approx(one["blocks"][0]["metrics"][model][domain]["macro_f1"])
+    assert two["seeds"]["seeds"] == [0, 1]
+    again = run(tmp_path, *args, "--seeds", "0", "1")
+    assert all(s["reused"] for stage in again["blocks"][0]["stages"].values() for s in stage["seeds"])
+    assert "distilled (seed 1)" in (tmp_path / "exp" / "report.md").read_text()

@@ -100,5 +100,7 @@ def test_paired_test_false_positive_rate_of_equally_good_models():
 
 def test_shapes_are_checked():
     plan = Bootstrap({"d": 5}, n_seeds=2)
-    with pytest.raises(ValueError, match=r"shape \(1, 5\).*\(2, 5\)"):
-        plan.figure("d", np.zeros(5, dtype=int), np.zeros((1, 5), dtype=int), "accuracy", 2)
+    with pytest.raises(ValueError, match=r"shape \(1, 4\).*rows = 5"):
+        plan.figure("d", np.zeros(5, dtype=int), np.zeros((1, 4), dtype=int), "accuracy", 2)
+    with pytest.raises(ValueError, match="seeds dividing 2"):
+        Bootstrap({"d": 5}, n_seeds=2).figure("d", np.zeros(5, dtype=int), np.zeros((3, 5), dtype=int), "accuracy", 2)

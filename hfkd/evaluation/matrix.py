@@ -83,6 +83,17 @@ def score(
     return cell
 
 
+def mean_cell(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The cell of a model trained with several seeds: the mean over seeds of every number (`n` and anything else
+    that is not a number, e.g. `extra` metrics, from the first seed)."""
+    mean = dict(cells[0])
+    for key in cells[0]:
+        numbers = [c.get(key) for c in cells]
+        if key != "n" and all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
+            mean[key] = float(np.mean(numbers))
+    return mean
+
+
 def evaluate_models(
     models: dict[str, str | tuple[PreTrainedModel, Any]],
     domains: dict[str, DatasetDict],
@@ -98,7 +109,9 @@ def evaluate_models(
     """Evaluate every model on the `split` of every domain; return one results block (see `hfkd.evaluation.results`).
 
     Args:
-        models: name -> a saved folder / Hub id, or a loaded `(model, tokenizer)`; loaded one at a time, in order.
+        models: name -> a saved folder / Hub id, a loaded `(model, tokenizer)`, or a list of folders (the model trained
+            with each seed: every figure becomes the mean over them, with intervals over seeds and rows); loaded one at
+            a time, in order.
         domains: as returned by `load_domains` (untokenised), with one shared label space.
         teacher: the name of the reference model among `models` (evaluated first); students are the others.
         source_domains: the domains the models were trained on (in-domain); the others are targets.
@@ -117,42 +130,51 @@ def evaluate_models(
     references: dict[str, np.ndarray] = {}
     ids: dict[str, dict[str, np.ndarray]] = {}
     for name in order:
-        entry = models[name]
-        model, tokenizer = load_model_for_eval(entry, label_names) if isinstance(entry, str) else entry
-        rows, seconds = 0, 0.0
-        metrics[name], ids[name] = {}, {}
-        for domain, splits in domains.items():
-            predictions = predict(
-                model,
-                tokenizer,
-                splits[split],
-                label_names=label_names,
-                max_length=max_length,
-                batch_size=batch_size,
-                accelerator=accelerator,
-            )
-            rows, seconds = rows + len(predictions.labels), seconds + predictions.seconds
-            references[domain] = np.asarray(predictions.labels)
-            ids[name][domain] = np.asarray(predictions.logits.argmax(-1))[None, :]  # (seeds, rows)
-            if name == teacher:
-                teacher_predictions[domain] = predictions
-            reference = teacher_predictions.get(domain) if name != teacher else None
-            metrics[name][domain] = score(predictions, len(label_names), reference, extra_metrics)
+        entries = models[name] if isinstance(models[name], list) else [models[name]]  # one per training seed
+        rows, seconds, cells, ids[name] = 0, 0.0, {domain: [] for domain in domains}, {}
+        for seed_index, entry in enumerate(entries):
+            model, tokenizer = load_model_for_eval(entry, label_names) if isinstance(entry, str) else entry
+            for domain, splits in domains.items():
+                predictions = predict(
+                    model,
+                    tokenizer,
+                    splits[split],
+                    label_names=label_names,
+                    max_length=max_length,
+                    batch_size=batch_size,
+                    accelerator=accelerator,
+                )
+                rows, seconds = rows + len(predictions.labels), seconds + predictions.seconds
+                references[domain] = np.asarray(predictions.labels)
+                ids[name].setdefault(domain, []).append(np.asarray(predictions.logits.argmax(-1)))
+                if name == teacher:
+                    teacher_predictions.setdefault(domain, []).append(predictions)
+                # a student of seed s is compared with the teacher of seed s (with the one teacher, if it was given)
+                reference = None
+                if name != teacher and domain in teacher_predictions:
+                    reference = teacher_predictions[domain][seed_index % len(teacher_predictions[domain])]
+                cells[domain].append(score(predictions, len(label_names), reference, extra_metrics))
+            if seed_index == 0:
+                speed[name] = {
+                    "parameters": count_parameters(model),
+                    "num_layers": num_layers(model),
+                    # a card made later from results.json alone (no weights at hand) can still say how big it is
+                    "weights_bytes": (safetensors_size(entry) or {}).get("bytes") if isinstance(entry, str) else None,
+                }
+            if isinstance(entry, str):
+                del model  # loaded here: free it before the next one
+        metrics[name] = {domain: mean_cell(per_seed) for domain, per_seed in cells.items()}
+        ids[name] = {domain: np.stack(per_seed) for domain, per_seed in ids[name].items()}  # (seeds, rows)
+        for domain, cell in metrics[name].items():
             logger.info(
-                f"{name} on {domain}: macro_f1={metrics[name][domain]['macro_f1']:.4f} "
-                f"accuracy={metrics[name][domain]['accuracy']:.4f} (n={metrics[name][domain]['n']})"
+                f"{name} on {domain}: macro_f1={cell['macro_f1']:.4f} accuracy={cell['accuracy']:.4f} "
+                f"(n={cell['n']}, {len(entries)} seed(s))"
             )
         speed[name] = {
             "samples_per_second": rows / seconds if seconds > 0 else None,
             "rows": rows,
             "eval_seconds": seconds,
-            "parameters": count_parameters(model),
-            "num_layers": num_layers(model),
-            # a card made later from results.json alone (no weights at hand) can still say how big the model is
-            "weights_bytes": (safetensors_size(entry) or {}).get("bytes") if isinstance(entry, str) else None,
-        }
-        if isinstance(entry, str):
-            del model  # loaded here: free it before the next one
+        } | speed[name]
     if teacher is not None and speed[teacher]["samples_per_second"]:
         for entry in speed.values():
             rate = entry["samples_per_second"]

@@ -202,9 +202,11 @@ def _block_section(results: dict, block: dict, h: str) -> list[str]:
     rows = []
     for n, stage in (block.get("stages") or {}).items():
         stage = stage if isinstance(stage, dict) else {}
-        reused = "given" if stage.get("given") else {True: "yes", False: "no"}.get(stage.get("reused"), MISSING)
-        path = f"`{stage['path']}`" if stage.get("path") else MISSING
-        rows.append([n, reused, _duration(stage.get("wall_time_s")), path])
+        for run in stage.get("seeds") or [stage]:  # one row per training seed when there were several
+            reused = "given" if run.get("given") else {True: "yes", False: "no"}.get(run.get("reused"), MISSING)
+            path = f"`{run['path']}`" if run.get("path") else MISSING
+            name = f"{n} (seed {run['seed']})" if stage.get("seeds") else n
+            rows.append([name, reused, _duration(run.get("wall_time_s")), path])
     return out + (_table(f"{h} Stages", ["model", "reused", "wall time", "path"], rows) if rows else [])
 
 

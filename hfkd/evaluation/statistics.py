@@ -132,19 +132,22 @@ class Bootstrap:
 
         Args:
             references (`np.ndarray`): `(n,)` the label ids of the domain's evaluation rows.
-            predictions (`np.ndarray`): `(n_seeds, n)` the predicted ids of the model trained with each seed.
+            predictions (`np.ndarray`): `(seeds, n)` the predicted ids of the model trained with each seed; a model
+                with fewer seeds than the plan (e.g. one given teacher) must have a number that divides it.
             metric (`str`): a key of [`METRICS`].
         """
         references, predictions = np.asarray(references), np.atleast_2d(np.asarray(predictions))
-        if predictions.shape != (self.n_seeds, references.shape[0]):
+        seeds = predictions.shape[0]
+        if predictions.shape[1:] != references.shape or self.n_seeds % seeds:
             raise ValueError(
-                f"predictions of {domain!r} have shape {predictions.shape}; expected (n_seeds, rows) = "
-                f"({self.n_seeds}, {references.shape[0]})."
+                f"predictions of {domain!r} have shape {predictions.shape}; expected (seeds, rows) with rows = "
+                f"{references.shape[0]} and seeds dividing {self.n_seeds}."
             )
         score = METRICS[metric]
         per_seed = score(np.broadcast_to(references, predictions.shape), predictions, num_labels)
         rows = self.rows_of[domain]
-        replicates = score(references[rows], predictions[self.seed_of[:, None], rows], num_labels)
+        # a model with fewer seeds (a given teacher: one) is paired with every seed of the others
+        replicates = score(references[rows], predictions[(self.seed_of % seeds)[:, None], rows], num_labels)
         return Figure(np.asarray(per_seed, dtype=float), np.asarray(replicates, dtype=float))
 
 
@@ -232,10 +235,8 @@ def block_uncertainty(
         [`Comparison.as_dict`]) and `best` (column -> the model whose mean is highest there when it is significantly
         better than the runner-up, else `None`; columns are `<score>@<domain>` and the summary figures).
     """
-    n_seeds = {arr.shape[0] for per_domain in predictions.values() for arr in per_domain.values()}
-    if len(n_seeds) != 1:
-        raise ValueError(f"Every model needs predictions of the same number of seeds; got {sorted(n_seeds)}.")
-    plan = Bootstrap({d: len(r) for d, r in references.items()}, n_seeds.pop(), n_resamples, seed)
+    n_seeds = max(arr.shape[0] for per_domain in predictions.values() for arr in per_domain.values())
+    plan = Bootstrap({d: len(r) for d, r in references.items()}, n_seeds, n_resamples, seed)
     figures: dict[str, dict[str, Figure]] = {}
     for name, per_domain in predictions.items():
         figures[name] = {}

@@ -53,6 +53,14 @@ class ExperimentArguments:
             "Default: every domain of the dataset that is not a source. In leave_one_out mode: the pool of domains."
         },
     )
+    seeds: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Train every stage once per seed, e.g. [42, 43, 44] (students of seed s learn from the teacher "
+            "of seed s; a given teacher_model_name_or_path serves all), and report means and intervals over the seeds "
+            "and the test rows. Seeds vary training only: the splits (split_seed) stay fixed. Default: [seed]."
+        },
+    )
     models: list[str] = field(
         default_factory=lambda: list(DEFAULT_EXPERIMENT_MODELS),
         metadata={
@@ -108,6 +116,8 @@ class ExperimentArguments:
 
     def __post_init__(self):
         check_choice("mode", self.mode, ("single", "leave_one_out"))
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise ValueError(f"seeds={self.seeds!r} must be a non-empty list of distinct integers, e.g. [42, 43, 44].")
         unknown = [m for m in self.models if m not in EXPERIMENT_MODELS]
         if unknown or not self.models:
             raise ValueError(

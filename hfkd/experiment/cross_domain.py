@@ -204,7 +204,12 @@ class Experiment:
             teacher="teacher",
             config=config,
             command=self.command,
-            seeds={"seed": self.args.seed, "data_seed": self.args.data_seed, "split_seed": data.split_seed},
+            seeds={
+                "seed": self.args.seed,
+                "seeds": self.seeds,
+                "data_seed": self.args.data_seed,
+                "split_seed": data.split_seed,
+            },
             data={
                 "fingerprints": self.fingerprints,
                 "rows": {n: {s: t.num_rows for s, t in d.items()} for n, d in domains.items()},
@@ -218,7 +223,8 @@ class Experiment:
                 write_outputs(results, output_dir)
                 for model, stage in block["stages"].items():
                     if model != "teacher":  # every student folder carries its card, with the evidence so far
-                        write_model_card(stage["path"], results, model)
+                        for run in stage.get("seeds") or [stage]:
+                            write_model_card(run["path"], results, model)
         state.wait_for_everyone()
         if self.args.push_to_hub and state.is_main_process:
             self.push(results)
@@ -248,20 +254,35 @@ class Experiment:
             "labels": self.labels,
         }
         block = Block(name, sources, targets, domains, os.path.join(self.args.output_dir, name), data_key)
-        stages = {"teacher": self.teacher_stage(block)}
-        if "baseline" in self.exp.models:
-            stages["baseline"] = self.baseline_stage(block, stages["teacher"])
-        for stage in ("distilled", "adaptive", "intermediate"):
-            if stage in self.exp.models:
-                stages[stage] = self.student_stage(stage, block, stages["teacher"])
-        return {"name": name} | self.evaluate_block(block, stages) | {"stages": stages}
+        runs: dict[str, list[dict[str, Any]]] = {}  # model -> its stage of each seed
+        for seed in self.seeds:
+            args = dataclasses.replace(self.args, seed=seed)
+            teacher = self.teacher_stage(block, args)
+            seed_stages = {"teacher": teacher}
+            if "baseline" in self.exp.models:
+                seed_stages["baseline"] = self.baseline_stage(block, teacher, args)
+            for stage in ("distilled", "adaptive", "intermediate"):
+                if stage in self.exp.models:
+                    seed_stages[stage] = self.student_stage(stage, block, teacher, args)
+            for model, stage in seed_stages.items():
+                runs.setdefault(model, []).append(stage | {"seed": seed})
+        # a model's stage is that of the first seed, plus the list of every seed's when there are several
+        stages = {
+            model: per_seed[0] | ({"seeds": per_seed} if len(per_seed) > 1 else {}) for model, per_seed in runs.items()
+        }
+        return {"name": name} | self.evaluate_block(block, runs) | {"stages": stages}
+
+    @property
+    def seeds(self) -> list[int]:
+        """The training seeds: `seeds`, else the one `seed`."""
+        return list(self.exp.seeds) if self.exp.seeds else [self.args.seed]
 
     # ---- the stages of a block ---------------------------------------------------------------------------------
 
-    def teacher_stage(self, block: Block) -> dict[str, Any]:
+    def teacher_stage(self, block: Block, args: DistillationArguments) -> dict[str, Any]:
         """1. The teacher: `model_name_or_path` fine-tuned on the source labels, or the given
         `teacher_model_name_or_path` (keyed by the hash of its weights, so students are redone when it changes)."""
-        given = self.args.teacher_model_name_or_path
+        given = args.teacher_model_name_or_path
         if given:
             if self.exp.mode == "leave_one_out":
                 logger.warning(
@@ -270,28 +291,31 @@ class Experiment:
                 )
             return {"path": given, "hash": model_fingerprint(given), "reused": True, "given": True, "train": {}}
         teacher_args = finetune_arguments(
-            self.args,
+            args,
             "",
             num_train_epochs=self.exp.teacher_num_train_epochs,
             learning_rate=self.exp.teacher_learning_rate,
         )
         key = {"stage": "teacher", "model": self.model_args.model_name_or_path, "data": block.data_key}
         key["training"] = training_key(teacher_args)
-        return self._stage("teacher", block.folder, key, functools.partial(self._train_teacher, block, teacher_args))
+        train = functools.partial(self._train_teacher, block, teacher_args)
+        return self._stage("teacher", block.folder, key, train, args.seed)
 
-    def baseline_stage(self, block: Block, teacher: dict[str, Any]) -> dict[str, Any]:
+    def baseline_stage(self, block: Block, teacher: dict[str, Any], args: DistillationArguments) -> dict[str, Any]:
         """2. The baseline: the student (the teacher's layers and head) fine-tuned on the source labels alone, with the
         loop and recipe of the teacher and as many optimizer steps as the distilled student."""
-        base_args = finetune_arguments(self.args, "")
+        base_args = finetune_arguments(args, "")
         key = {"stage": "baseline", "teacher": teacher["hash"], "data": block.data_key, "student": self.student_key}
         key["training"] = training_key(base_args)
         train = functools.partial(self._train_baseline, block, base_args, teacher["path"])
-        return self._stage("baseline", block.folder, key, train)
+        return self._stage("baseline", block.folder, key, train, args.seed)
 
-    def student_stage(self, stage: str, block: Block, teacher: dict[str, Any]) -> dict[str, Any]:
+    def student_stage(
+        self, stage: str, block: Block, teacher: dict[str, Any], args: DistillationArguments
+    ) -> dict[str, Any]:
         """3. to 5. The distilled students: `distilled` (the source data), `adaptive` (plus the targets' unlabeled
         text) and `intermediate` (plus hidden-state and attention terms)."""
-        stage_args = self.stage_arguments(stage)
+        stage_args = self.stage_arguments(stage, args)
         key = {"stage": stage, "teacher": teacher["hash"], "data": block.data_key, "student": self.student_key}
         key["training"] = training_key(stage_args)
         if stage == "adaptive":
@@ -301,14 +325,14 @@ class Experiment:
                 "weights": self.weights,
             }
         train = functools.partial(self._distill, block, teacher["path"], stage == "adaptive", stage_args)
-        return self._stage(stage, block.folder, key, train)
+        return self._stage(stage, block.folder, key, train, args.seed)
 
-    def evaluate_block(self, block: Block, stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """Every model of the block on every domain of it (see `hfkd.evaluation.evaluate_models`)."""
+    def evaluate_block(self, block: Block, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        """Every model of the block, each of its seeds, on every domain of it (`hfkd.evaluation.evaluate_models`)."""
         if self.accelerator is None:
             self.accelerator = Accelerator(mixed_precision=self.args.mixed_precision)
         return evaluate_models(
-            {name: stage["path"] for name, stage in stages.items()},
+            {name: [stage["path"] for stage in per_seed] for name, per_seed in runs.items()},
             block.domains,
             teacher="teacher",
             source_domains=block.sources,
@@ -325,12 +349,12 @@ class Experiment:
 
     # ---- stage bodies -----------------------------------------------------------------------------------------
 
-    def _stage(self, name: str, block_dir: str, key: dict[str, Any], train) -> dict[str, Any]:
+    def _stage(self, name: str, block_dir: str, key: dict[str, Any], train, seed: int) -> dict[str, Any]:
         """`run_stage`, with the RNG seeded first: a new classification head or student is initialised the same way
         whatever ran before it in this process, so a stage redone alone gives the model it gave in a full run."""
 
         def seeded(folder: str, resume: bool) -> dict[str, Any]:
-            set_seed(self.args.seed)
+            set_seed(seed)
             return train(folder, resume)
 
         return run_stage(name, block_dir, key, seeded, overwrite=self.exp.overwrite)
@@ -362,13 +386,13 @@ class Experiment:
         gc.collect()
         return metrics
 
-    def stage_arguments(self, stage: str) -> DistillationArguments:
-        """The distillation settings of a student stage: the config's, plus the intermediate terms for
-        'intermediate'."""
+    def stage_arguments(self, stage: str, args: DistillationArguments) -> DistillationArguments:
+        """The distillation settings of a student stage: those of `args` (the config's, with the stage's seed), plus
+        the intermediate terms for 'intermediate'."""
         if stage != "intermediate":
-            return self.args
+            return args
         return dataclasses.replace(
-            self.args,
+            args,
             hidden_weight=self.exp.intermediate_hidden_weight,
             attention_weight=self.exp.intermediate_attention_weight,
         )

@@ -59,8 +59,9 @@ def find_block(results: dict[str, Any], folder: str, model: str | None = None) -
     same = os.path.realpath(folder)
     for block in results.get("blocks") or []:
         for name, stage in (block.get("stages") or {}).items():
-            if stage.get("path") and os.path.realpath(stage["path"]) == same and name in block.get("metrics", {}):
-                return block, name
+            for run in stage.get("seeds") or [stage]:  # the model trained with each seed
+                if run.get("path") and os.path.realpath(run["path"]) == same and name in block.get("metrics", {}):
+                    return block, name
         for name, info in (results.get("models") or {}).items():
             path = info.get("path")
             if path and os.path.isdir(path) and os.path.realpath(path) == same and name in block.get("metrics", {}):
