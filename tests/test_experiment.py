@@ -30,9 +30,9 @@ def table_row(report: str, heading: str, model: str) -> tuple[list[str], list[st
 def test_experiment_writes_every_output(experiment):
     tmp_path, results = experiment
     out = tmp_path / "exp"
-    for name in ("results.json", "report.md", "heatmap.png", "retention.png", "hfkd_run.json"):
+    for name in ("results.json", "report.md", "heatmap.png", "retention.png", "comparison.png", "hfkd_run.json"):
         assert (out / name).stat().st_size > 0, name
-    assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "heatmap.png").read_bytes()[:8] == (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((out / "results.json").read_text())
     assert saved["blocks"][0]["metrics"] == results["blocks"][0]["metrics"]
     block = saved["blocks"][0]

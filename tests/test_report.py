@@ -342,3 +342,20 @@ def test_load_results_errors(tmp_path):
     (tmp_path / RESULTS_FILE).write_text("[1, 2]")
     with pytest.raises(ValueError, match="JSON object"):
         load_results(str(tmp_path))
+
+
+def test_comparison_plot_draws_the_paired_differences(tmp_path):
+    from hfkd.evaluation.plots import plot_comparisons
+
+    comparisons = [
+        {"a": "distilled", "b": "teacher", "metric": "target_mean_macro_f1", "diff": -0.01, "ci_low": -0.04,
+         "ci_high": 0.02, "p": 0.5, "verdict": "no significant difference"},
+        {"a": "baseline", "b": "teacher", "metric": "in_domain_macro_f1", "diff": 0.05, "ci_low": 0.01,
+         "ci_high": 0.09, "p": 0.01, "verdict": "better"},
+        {"a": "baseline", "b": "teacher", "metric": "macro_f1@apple", "diff": 0.1, "ci_low": 0.0, "ci_high": 0.2,
+         "p": 0.04, "verdict": "better"},
+    ]  # fmt: skip
+    path = plot_comparisons({"blocks": [{"name": "airline", "comparisons": comparisons}]}, str(tmp_path / "c.png"))
+    assert path and open(path, "rb").read()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_comparisons({"blocks": [{"name": "airline"}]}, str(tmp_path / "none.png")) is None
+    assert not (tmp_path / "none.png").exists()

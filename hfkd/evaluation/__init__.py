@@ -3,7 +3,7 @@ and plots made from it, and `run_evaluation` for models you already have."""
 
 from .matrix import evaluate_models, load_model_for_eval, score
 from .outputs import write_outputs
-from .plots import HEATMAP_FILE, RETENTION_FILE, plot_heatmap, plot_retention
+from .plots import COMPARISON_FILE, HEATMAP_FILE, RETENTION_FILE, plot_comparisons, plot_heatmap, plot_retention
 from .report import MISSING, REPORT_FILE, format_ratio, format_score, markdown_table, render_report
 from .results import (
     FORMAT,
@@ -19,6 +19,7 @@ from .results import (
 from .run import EvaluationArguments, parse_model_paths, run_evaluation
 
 __all__ = [
+    "COMPARISON_FILE",
     "FORMAT",
     "FORMAT_PREFIX",
     "HEATMAP_FILE",
@@ -38,6 +39,7 @@ __all__ = [
     "new_results",
     "overall_summary",
     "parse_model_paths",
+    "plot_comparisons",
     "plot_heatmap",
     "plot_retention",
     "render_report",
