@@ -4,21 +4,25 @@
     hfkd push runs/distill_tweets --repo-id you/student    # a scripts/distill.py output folder
     hfkd push runs/experiment_tweets --repo-id you/student --model distilled [--private]
     hfkd push runs/distill_tweets --repo-id you/student --dry-run   # list the files a push uploads; send nothing
+    hfkd compare runs/experiment_a runs/experiment_b --output comparison.json   # same models, two runs, paired
 
 OUTPUT_DIR is a student folder (`scripts/distill.py`'s output_dir, or a stage folder of an experiment), or an
 experiment / evaluation folder holding `results.json` (then `--model` picks the student). A push uploads the
 student's top-level model, config, tokenizer and card files only (never `checkpoint-*/`, logs or run files);
 `--dry-run` prints them, one path per line, and writes and uploads nothing. The token comes from `HF_TOKEN` or
-`hf auth login`.
+`hf auth login`. `hfkd compare RUN_A RUN_B` compares the models two finished runs share, on the same rows, with the
+paired bootstrap of the runs' own reports (refused, with the reason, when their rows differ).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Any
 
+from .evaluation.compare import compare_runs, format_comparison
 from .evaluation.results import RESULTS_FILE, load_results
 from .experiment.arguments import STUDENT_MODELS
 from .hub.card import make_model_card, write_model_card
@@ -72,12 +76,25 @@ def make_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="print the files a push would upload, one per line; write and upload nothing (works offline)",
             )
+    text = "compare the models two finished runs share, paired on the same rows and seeds"
+    sub = commands.add_parser("compare", help=text, description=text)
+    sub.add_argument("run_a", metavar="RUN_A", help="output_dir of a cross-domain run or an evaluation")
+    sub.add_argument("run_b", metavar="RUN_B", help="output_dir of another run, evaluated on the same rows")
+    sub.add_argument("--output", help="also write the comparisons (every domain included) to this JSON file")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
+        if args.command == "compare":
+            report = compare_runs(args.run_a, args.run_b)
+            print(format_comparison(report))
+            if args.output:
+                with open(args.output, "w") as f:
+                    json.dump(report, f, indent=2)
+                print(f"Wrote {args.output}")
+            return 0
         folder, results, model = resolve(args.output_dir, args.model, args.results)
         if args.command == "card":
             print(f"Wrote {write_model_card(folder, results, model, args.repo_id)}")

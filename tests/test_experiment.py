@@ -295,3 +295,41 @@ def test_seeds_train_every_stage_per_seed_and_are_reused(tmp_path):
     again = run(tmp_path, *args, "--seeds", "0", "1")
     assert all(s["reused"] for stage in again["blocks"][0]["stages"].values() for s in stage["seeds"])
     assert "distilled (seed 1)" in (tmp_path / "exp" / "report.md").read_text()
+
+
+def test_compare_two_runs_on_the_same_rows_and_refuse_other_rows(experiment, tmp_path, capsys):
+    from hfkd import cli
+    from hfkd.evaluation.compare import compare_runs
+
+    exp_path, _ = experiment
+    run_a = str(exp_path / "exp")
+    # another run of the same plan with another seed: same rows, other models
+    other = run(tmp_path / "b", "--models", "teacher", "distilled", "--seed", "1")
+    run_b = str(tmp_path / "b" / "exp")
+    report = compare_runs(run_a, run_b)
+    assert {c["model"] for c in report["comparisons"]} == {"teacher", "distilled"}
+    figures = {c["metric"] for c in report["comparisons"]}
+    assert {"target_mean_macro_f1", "in_domain_macro_f1"} <= figures and "macro_f1@air" in figures
+    for c in report["comparisons"]:
+        assert c["ci_low"] <= c["diff"] <= c["ci_high"] and 0 < c["p"] <= 1
+        if c["metric"] == "target_mean_macro_f1":
+            cells = other["blocks"][0]["summary"][c["model"]]
+            assert c["diff"] == pytest.approx(-cells["target_mean_macro_f1"] + _summary(run_a, c["model"]))
+    # a run compared with itself: no difference anywhere
+    assert all(c["diff"] == 0 and c["p"] == 1.0 for c in compare_runs(run_a, run_a)["comparisons"])
+    assert cli.main(["compare", run_a, run_b, "--output", str(tmp_path / "c.json")]) == 0
+    assert "A − B" in capsys.readouterr().out and json.loads((tmp_path / "c.json").read_text())["comparisons"]
+    # other rows: refused with the reason, one error line through the CLI
+    run(tmp_path / "c", "--models", "teacher", "--max_eval_samples", "3")
+    with pytest.raises(ValueError, match="other rows.*splits differ"):
+        compare_runs(run_a, str(tmp_path / "c" / "exp"))
+    capsys.readouterr()  # the progress bars of the run above
+    assert cli.main(["compare", run_a, str(tmp_path / "c" / "exp")]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: ") and "other rows" in error[0]
+
+
+def _summary(run_dir, model):
+    return json.loads(open(os.path.join(run_dir, "results.json")).read())["blocks"][0]["summary"][model][
+        "target_mean_macro_f1"
+    ]

@@ -64,7 +64,8 @@ def score(
     num_labels: int,
     teacher: Predictions | None = None,
     extra_metrics: Sequence[str] | None = None,
-) -> dict[str, Any]:
+    return_predictions: bool = False,
+) -> dict[str, Any] | tuple[dict[str, Any], tuple[dict, dict]]:
     """The numbers of one (model, domain) cell: accuracy, macro_f1, n, ece; agreement and kl against a teacher."""
     ids = predictions.logits.argmax(-1)
     cell = dict(
@@ -105,7 +106,8 @@ def evaluate_models(
     batch_size: int = 64,
     accelerator: Accelerator | None = None,
     extra_metrics: Sequence[str] | None = None,
-) -> dict[str, Any]:
+    return_predictions: bool = False,
+) -> dict[str, Any] | tuple[dict[str, Any], tuple[dict, dict]]:
     """Evaluate every model on the `split` of every domain; return one results block (see `hfkd.evaluation.results`).
 
     Args:
@@ -117,8 +119,11 @@ def evaluate_models(
         source_domains: the domains the models were trained on (in-domain); the others are targets.
 
     Returns:
-        A dict with `source_domains`, `target_domains`, `domains`, `metrics` (model -> domain -> numbers), `summary`
-        (derived figures, see [`summarize`]) and `speed` (inference rows/s over all domains, parameters, layers).
+        A dict with `source_domains`, `target_domains`, `domains`, `metrics` (model -> domain -> numbers, with their
+        `intervals`), `summary` (derived figures, see [`summarize`], with their `intervals`), `comparisons`, `best`
+        and `speed` (inference rows/s over all domains, parameters, layers). With `return_predictions`, also
+        `(references, predictions)`: per domain the label ids, per model and domain the `(seeds, rows)` predicted ids
+        (what `hfkd.evaluation.compare.save_predictions` keeps).
     """
     if teacher is not None and teacher not in models:
         raise ValueError(f"teacher={teacher!r} is not one of the models {list(models)}; name one of them.")
@@ -190,7 +195,7 @@ def evaluate_models(
     summary = summarize(metrics, sources, targets, teacher)
     for name, intervals in uncertainty["summary"].items():
         summary[name]["intervals"] = intervals
-    return {
+    block = {
         "source_domains": sources,
         "target_domains": targets,
         "domains": list(domains),
@@ -201,3 +206,4 @@ def evaluate_models(
         "uncertainty": uncertainty["method"],
         "speed": speed,
     }
+    return (block, (references, ids)) if return_predictions else block

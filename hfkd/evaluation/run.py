@@ -17,6 +17,7 @@ from ..data.source import load_data
 from ..models import set_loading_policy
 from ..parser import config_to_dict
 from ..run_files import redact
+from .compare import save_predictions
 from .matrix import evaluate_models
 from .outputs import write_outputs
 from .results import add_block, new_results
@@ -100,7 +101,7 @@ def run_evaluation(eval_args, data_args, command: str | None = None) -> dict[str
         command=command,
         seeds={"split_seed": data_args.split_seed},
     )
-    block = evaluate_models(
+    block, predictions = evaluate_models(
         models,
         domains,
         teacher=teacher,
@@ -109,6 +110,7 @@ def run_evaluation(eval_args, data_args, command: str | None = None) -> dict[str
         batch_size=eval_args.per_device_eval_batch_size,
         accelerator=Accelerator(),
         extra_metrics=eval_args.extra_metrics,
+        return_predictions=True,
     )
     descriptions = {
         name: {
@@ -123,4 +125,5 @@ def run_evaluation(eval_args, data_args, command: str | None = None) -> dict[str
     add_block(results, {"name": "evaluation"} | block | {"stages": {}}, descriptions, time.perf_counter() - wall_start)
     if state.is_main_process:
         write_outputs(results, eval_args.output_dir)
+        save_predictions(eval_args.output_dir, {"evaluation": predictions})
     return results

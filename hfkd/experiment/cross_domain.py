@@ -32,6 +32,7 @@ from transformers.utils import logging
 from ..data.arguments import DataArguments
 from ..data.source import domain_label_names, load_data, tokenize_source_splits
 from ..distillation_config import DistillationArguments, StudentArguments
+from ..evaluation.compare import save_predictions
 from ..evaluation.matrix import evaluate_models
 from ..evaluation.outputs import write_outputs
 from ..evaluation.results import add_block, new_results
@@ -138,6 +139,7 @@ class Experiment:
         self.exp, self.model_args, self.data_args = exp_args, model_args, data_args
         self.student_args, self.args = student_args, args
         self.command = command
+        self.predictions: dict[str, tuple[dict, dict]] = {}  # block -> (references, predicted ids), for compare
         if not (student_args.builds_student or args.student_model_name_or_path):
             raise ValueError(
                 "No student is configured: set student_num_layers (e.g. 3: the teacher's layers spread evenly), "
@@ -221,6 +223,7 @@ class Experiment:
             add_block(results, block, self.describe_models(block), time.perf_counter() - wall_start)
             if state.is_main_process:  # after every block: a long leave-one-out run keeps what it finished
                 write_outputs(results, output_dir)
+                save_predictions(output_dir, self.predictions)  # for `hfkd compare` with another run
                 for model, stage in block["stages"].items():
                     if model != "teacher":  # every student folder carries its card, with the evidence so far
                         for run in stage.get("seeds") or [stage]:
@@ -270,7 +273,8 @@ class Experiment:
         stages = {
             model: per_seed[0] | ({"seeds": per_seed} if len(per_seed) > 1 else {}) for model, per_seed in runs.items()
         }
-        return {"name": name} | self.evaluate_block(block, runs) | {"stages": stages}
+        evaluated, self.predictions[name] = self.evaluate_block(block, runs)
+        return {"name": name} | evaluated | {"stages": stages}
 
     @property
     def seeds(self) -> list[int]:
@@ -340,6 +344,7 @@ class Experiment:
             batch_size=self.args.per_device_eval_batch_size,
             accelerator=self.accelerator,
             extra_metrics=self.exp.extra_metrics,
+            return_predictions=True,
         )
 
     @property
