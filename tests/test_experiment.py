@@ -273,6 +273,15 @@ def test_results_carry_intervals_and_paired_comparisons(experiment):
         assert (c["verdict"] != "no significant difference") == (c["p"] < 0.05)
     report = (tmp_path / "exp" / "report.md").read_text()
     assert "Paired comparisons" in report and "target-mean macro-F1" in report
+    # the label-free estimate on every target (never on the source), and its measured error
+    for model, cells in block["metrics"].items():
+        assert "label_free" not in cells["air"] and {"phone", "car"} == {
+            d for d, c in cells.items() if "label_free" in c
+        }
+        errors = block["summary"][model]["label_free"]
+        expected = sum(abs(cells[d]["label_free"]["macro_f1"] - cells[d]["macro_f1"]) for d in ("phone", "car")) / 2
+        assert errors["mean_abs_error_macro_f1"] == pytest.approx(expected)
+    assert "Label-free estimates" in report
 
 
 def test_seeds_train_every_stage_per_seed_and_are_reused(tmp_path):

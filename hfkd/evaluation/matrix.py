@@ -29,6 +29,7 @@ from ..models import (
     num_layers,
     resolve_model_name_or_path,
 )
+from .label_free import atc_estimate, atc_threshold
 from .results import summarize
 from .statistics import block_uncertainty
 
@@ -95,6 +96,15 @@ def mean_cell(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return mean
 
 
+def _atc_threshold(model, tokenizer, domains, source_domains, run: dict) -> float | None:
+    """The ATC confidence threshold of a model on the validation rows of its source domains (None without them)."""
+    sources = [d for d in domains if d in set(source_domains) and "validation" in domains[d]]
+    if not sources:
+        return None
+    found = [predict(model, tokenizer, domains[d]["validation"], desc="Tokenizing for ATC", **run) for d in sources]
+    return atc_threshold(np.concatenate([p.logits for p in found]), np.concatenate([p.labels for p in found]))
+
+
 def evaluate_models(
     models: dict[str, str | tuple[PreTrainedModel, Any]],
     domains: dict[str, DatasetDict],
@@ -137,8 +147,11 @@ def evaluate_models(
     for name in order:
         entries = models[name] if isinstance(models[name], list) else [models[name]]  # one per training seed
         rows, seconds, cells, ids[name] = 0, 0.0, {domain: [] for domain in domains}, {}
+        estimates: dict[str, list[dict[str, float]]] = {}
         for seed_index, entry in enumerate(entries):
             model, tokenizer = load_model_for_eval(entry, label_names) if isinstance(entry, str) else entry
+            run = dict(label_names=label_names, max_length=max_length, batch_size=batch_size, accelerator=accelerator)
+            threshold = _atc_threshold(model, tokenizer, domains, source_domains, run)
             for domain, splits in domains.items():
                 predictions = predict(
                     model,
@@ -159,6 +172,8 @@ def evaluate_models(
                 if name != teacher and domain in teacher_predictions:
                     reference = teacher_predictions[domain][seed_index % len(teacher_predictions[domain])]
                 cells[domain].append(score(predictions, len(label_names), reference, extra_metrics))
+                if threshold is not None and domain not in source_domains:  # estimated as if it had no labels
+                    estimates.setdefault(domain, []).append(atc_estimate(predictions.logits, threshold))
             if seed_index == 0:
                 speed[name] = {
                     "parameters": count_parameters(model),
@@ -169,6 +184,8 @@ def evaluate_models(
             if isinstance(entry, str):
                 del model  # loaded here: free it before the next one
         metrics[name] = {domain: mean_cell(per_seed) for domain, per_seed in cells.items()}
+        for domain, per_seed in estimates.items():
+            metrics[name][domain]["label_free"] = mean_cell(per_seed)
         ids[name] = {domain: np.stack(per_seed) for domain, per_seed in ids[name].items()}  # (seeds, rows)
         for domain, cell in metrics[name].items():
             logger.info(
@@ -193,6 +210,15 @@ def evaluate_models(
         for domain, intervals in cells.items():
             metrics[name][domain]["intervals"] = intervals
     summary = summarize(metrics, sources, targets, teacher)
+    for name, cells in metrics.items():
+        measured = [d for d in targets if "label_free" in cells[d]]
+        if measured:  # how far the label-free estimate was from the measured figure, over the target domains
+            summary[name]["label_free"] = {
+                f"{key}_{score_name}": float(np.mean([f(cells[d], score_name) for d in measured]))
+                for key, f in (("target_mean", lambda c, s: c["label_free"][s]),
+                               ("mean_abs_error", lambda c, s: abs(c["label_free"][s] - c[s])))
+                for score_name in ("accuracy", "macro_f1")
+            }  # fmt: skip
     for name, intervals in uncertainty["summary"].items():
         summary[name]["intervals"] = intervals
     block = {

@@ -145,6 +145,35 @@ def _comparisons(block: dict, h: str) -> list[str]:
     return _table(title, ["models", "figure", "difference [95 % interval]", "p", "verdict"], rows)
 
 
+def _label_free(block: dict, names: list[str], targets: list[str], h: str) -> list[str]:
+    """Macro-F1 on each target estimated without its labels (ATC), next to the measured one, and the mean error."""
+    rows = []
+    for n in names:
+        if lookup(block, "summary", n, "label_free") is None:
+            continue
+        row = [n]
+        for d in targets:
+            estimate = lookup(block, "metrics", n, d, "label_free", "macro_f1")
+            row.append(f"{format_score(estimate)} ({format_score(lookup(block, 'metrics', n, d, 'macro_f1'))})")
+        errors = lookup(block, "summary", n, "label_free") or {}
+        row += [
+            format_score(errors.get("mean_abs_error_macro_f1")),
+            format_score(errors.get("mean_abs_error_accuracy")),
+        ]
+        rows.append(row)
+    if not rows:
+        return []
+    title = f"{h} Label-free estimates of target macro-F1 (measured in brackets)"
+    intro = [
+        "Estimated from the model's confidence alone, calibrated on the source validation split (average thresholded "
+        "confidence, Garg et al., ICLR 2022; see `hfkd.evaluation.label_free`): what a domain without labels would "
+        "get. The error columns say how far to trust it: the mean absolute error over these targets.",
+        "",
+    ]
+    header = ["model", *targets, "mean abs. error (macro-F1)", "mean abs. error (accuracy)"]
+    return [title, "", *intro, *markdown_table(header, rows)]
+
+
 def _block_section(results: dict, block: dict, h: str) -> list[str]:
     domains, sources, targets = block_domains(block)
     names, teacher = model_names(results, block), results.get("teacher")
@@ -185,6 +214,7 @@ def _block_section(results: dict, block: dict, h: str) -> list[str]:
         title = f"{h} Retention of the teacher's macro-F1"
         out.extend(_table(title, ["model", *labels, *(c for c, _ in extra)], rows))
     out += _comparisons(block, h)
+    out += _label_free(block, names, targets, h)
     keys = [("agreement", "agreement_target_mean"), ("KL(teacher‖student)", "kl_target_mean")] * bool(teacher)
     raw = [[lookup(summary, n, k) for _, k in [*keys, ("ECE", "ece_target_mean")]] for n in names]
     if any(as_number(v) is not None for r in raw for v in r):

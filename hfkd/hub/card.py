@@ -283,6 +283,14 @@ def _results(facts: dict[str, Any]) -> list[str]:
             " `baseline` is the same student (the teacher's layers and head), fine-tuned on the source labels with "
             "no teacher term."
         )
+    estimated = (block.get("summary") or {}).get(model, {}).get("label_free")
+    if estimated:
+        intro += (
+            f" Without target labels, hfkd's confidence-based estimate (ATC) of {model}'s target-mean macro-F1 is "
+            f"{format_score(estimated['target_mean_macro_f1'])}; on these targets it was off by "
+            f"{format_score(estimated['mean_abs_error_macro_f1'])} on average, a guide to how far to trust it on "
+            "text that has no labels."
+        )
     if not block.get("target_domains"):
         intro += (
             " Only the source domain was evaluated: run `scripts/cross_domain.py` or `scripts/evaluate_models.py` for "
