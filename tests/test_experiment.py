@@ -161,6 +161,28 @@ def test_evaluate_script_reproduces_the_experiment_matrix(experiment, tmp_path):
     assert {"results.json", "report.md", "heatmap.png", "retention.png"} <= set(os.listdir(tmp_path / "eval"))
 
 
+def test_evaluate_script_estimates_a_domain_without_labels(experiment, tmp_path):
+    # a file of text without labels: each model's accuracy and macro-F1 there, estimated (ATC) and written
+    exp_path, results = experiment
+    block = results["blocks"][0]
+    script = load_script("evaluate_models")
+    texts = [json.loads(line)["text"] for line in open(exp_path / "domains" / "phone.jsonl")]
+    (tmp_path / "new.csv").write_text("text\n" + "\n".join(texts) + "\n")
+    paths = [f"{name}={block['stages'][name]['path']}" for name in ("teacher", "distilled")]
+    args = ["--model_paths", *paths, "--dataset", str(exp_path / "domains"), "--source_domains", "air"]
+    args += ["--max_length", "32", "--output_dir", str(tmp_path / "est")]
+    unlabeled = ["--unlabeled_files", f"new={tmp_path}/new.csv"]
+    out = script.main(*script.make_parser().parse_args_and_config(args + unlabeled))
+    written = json.loads((tmp_path / "est" / "label_free.json").read_text())
+    assert written == json.loads(json.dumps(out)) and set(written["estimates"]) == {"teacher", "distilled"}
+    for estimate in written["estimates"].values():
+        assert estimate["new"]["n"] == len(texts) and 0 <= estimate["new"]["accuracy"] <= 1
+        assert 0 <= estimate["new"]["macro_f1"] <= 1
+    with pytest.raises(ValueError, match="needs source_domains"):
+        bad = [a for a in args if a not in ("--source_domains", "air")]
+        script.main(*script.make_parser().parse_args_and_config(bad + unlabeled))
+
+
 def test_own_domains_config_plans_one_block_per_file(tmp_path):
     # configs/experiment_folder.yaml works on any folder of <domain>.jsonl files without naming a domain
     from hfkd.experiment.cross_domain import Experiment

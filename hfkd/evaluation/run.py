@@ -4,23 +4,30 @@ the files of a cross-domain run.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from accelerate import Accelerator, PartialState
+from datasets import Dataset
 
 from ..arguments import allow_pickle_weights_field, check_range
+from ..data.reading import FILE_FORMATS, read_file
 from ..data.source import load_data
+from ..inference import predict
 from ..models import set_loading_policy
 from ..parser import config_to_dict
 from ..run_files import redact
 from .compare import save_predictions
-from .matrix import evaluate_models
+from .label_free import atc_estimate, atc_threshold
+from .matrix import evaluate_models, load_model_for_eval
 from .outputs import write_outputs
-from .results import add_block, new_results
+from .results import add_block, atomic_write, new_results
 
 
 @dataclass
@@ -49,6 +56,14 @@ class EvaluationArguments:
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
     extra_metrics: list[str] | None = field(
         default=None, metadata={"help": "More `evaluate` metrics by Hub name or path (see cross_domain.py)."}
+    )
+    unlabeled_files: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Domains that have text but no labels, as 'name=path' (csv/tsv/json/jsonl/parquet with the "
+            "text_column): instead of the labelled evaluation, estimate each model's accuracy and macro-F1 there "
+            "without labels (ATC, calibrated on the validation split of source_domains) and write label_free.json."
+        },
     )
     allow_pickle_weights: bool = allow_pickle_weights_field()
 
@@ -127,3 +142,71 @@ def run_evaluation(eval_args, data_args, command: str | None = None) -> dict[str
         write_outputs(results, eval_args.output_dir)
         save_predictions(eval_args.output_dir, {"evaluation": predictions})
     return results
+
+
+LABEL_FREE_FILE = "label_free.json"
+
+
+def estimate_unlabeled(eval_args: EvaluationArguments, data_args) -> dict[str, Any]:
+    """
+    `scripts/evaluate_models.py --unlabeled_files name=path ...`: each model's accuracy and macro-F1 on domains that
+    have no labels, estimated with ATC (see `hfkd.evaluation.label_free`) calibrated on the validation split of
+    `source_domains`; written to `label_free.json` in `output_dir`.
+
+    How far to trust the estimate: the report of a cross-domain run (or a labelled `evaluate_models` run) gives its
+    error on labelled targets of the same kind.
+    """
+    if not data_args.source_domains:
+        raise ValueError(
+            "unlabeled_files needs source_domains: the estimate is calibrated on the labelled validation split of the "
+            "domains the models were trained on; set e.g. --source_domains airline."
+        )
+    set_loading_policy(eval_args.allow_pickle_weights)
+    models = parse_model_paths(eval_args.model_paths)
+    files = parse_model_paths(eval_args.unlabeled_files or [])  # the same 'name=path' grammar
+    texts = {name: _unlabeled_texts(path, data_args) for name, path in files.items()}
+    with PartialState().main_process_first():
+        domains = load_data(data_args, list(data_args.source_domains))
+    label_names = list(next(iter(domains.values()))["validation"].features["label"].names)
+    run = dict(
+        label_names=label_names, max_length=data_args.max_length, batch_size=eval_args.per_device_eval_batch_size
+    )
+    estimates: dict[str, dict[str, Any]] = {}
+    for model_name, path in models.items():
+        model, tokenizer = load_model_for_eval(path, label_names)
+        validation = [predict(model, tokenizer, domains[d]["validation"], **run) for d in domains]
+        threshold = atc_threshold(
+            np.concatenate([p.logits for p in validation]), np.concatenate([p.labels for p in validation])
+        )
+        estimates[model_name] = {"atc_threshold": threshold}
+        for domain, table in texts.items():
+            logits = predict(model, tokenizer, table, desc=f"Tokenizing {domain}", **run).logits
+            estimates[model_name][domain] = atc_estimate(logits, threshold) | {"n": len(table)}
+        del model
+    out = {
+        "method": "ATC (Garg et al., ICLR 2022), calibrated on the source validation split",
+        "source_domains": list(data_args.source_domains),
+        "unlabeled_files": files,
+        "estimates": estimates,
+    }
+    if PartialState().is_main_process:
+        atomic_write(os.path.join(eval_args.output_dir, LABEL_FREE_FILE), json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def _unlabeled_texts(path: str, data_args) -> Dataset:
+    if not os.path.isfile(path) or Path(path).suffix.lower() not in FILE_FORMATS:
+        raise ValueError(
+            f"unlabeled_files entry {path!r} is not a {'/'.join(sorted(FILE_FORMATS))} file; give name=path of a file "
+            "with a text column."
+        )
+    table = read_file(Path(path), None, data_args.encoding)
+    if data_args.text_column not in table.column_names:
+        raise ValueError(
+            f"Column {data_args.text_column!r} (set with `text_column`) is not in {path}; its columns are "
+            f"{table.column_names}. Set `text_column` to the column that holds the text."
+        )
+    texts = [t for t in table[data_args.text_column] if isinstance(t, str) and t.strip()]
+    if not texts:
+        raise ValueError(f"{path} has no text in column {data_args.text_column!r}; add rows or fix the column.")
+    return Dataset.from_dict({"text": texts})
