@@ -7,7 +7,7 @@ import time
 
 import datasets
 import pytest
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from transformers import BertTokenizerFast
 
 from hfkd.data.dedup import dedup_key
@@ -558,3 +558,16 @@ def test_unreadable_files_say_what_is_wrong(tmp_path, cache_dir):
     (tmp_path / "empty.jsonl").write_text("")  # a truly empty file keeps its own message
     with pytest.raises(ValueError, match=r"empty.jsonl is empty. An empty file makes an empty domain"):
         load_domains(str(tmp_path / "empty.jsonl"), cache_dir=cache_dir)
+
+
+def test_class_counts_and_small_classes_warn(caplog):
+    from hfkd.data.domains import MIN_CLASS_ROWS, class_counts, small_classes
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=LABELS)})
+    table = Dataset.from_dict({"text": ["a"] * 25 + ["b"] * 3, "label": [0] * 25 + [2] * 3}, features=features)
+    counts = class_counts({"d": DatasetDict({"train": table, "test": table})})
+    assert counts == {"d": {s: {"negative": 25, "neutral": 0, "positive": 3} for s in ("train", "test")}}
+    with caplog.at_level("WARNING"):
+        small = small_classes(counts)
+    assert small == [("d", "neutral", 0), ("d", "positive", 3)] and MIN_CLASS_ROWS == 20
+    assert "class 'positive' has 3 test rows" in caplog.text

@@ -304,6 +304,12 @@ def test_results_carry_intervals_and_paired_comparisons(experiment):
         expected = sum(abs(cells[d]["label_free"]["macro_f1"] - cells[d]["macro_f1"]) for d in ("phone", "car")) / 2
         assert errors["mean_abs_error_macro_f1"] == pytest.approx(expected)
     assert "Label-free estimates" in report
+    # class counts per domain and split; the tiny domains' test classes are all below 20 rows, and said so
+    counts = results["data"]["class_counts"]
+    assert set(counts) == set(DOMAINS) and set(counts["air"]["test"]) == set(results["label_names"])
+    assert sum(counts["air"]["test"].values()) == results["data"]["rows"]["air"]["test"]
+    assert len(results["data"]["small_classes"]) == 3 * len(results["label_names"])
+    assert "Few test rows of a class" in report
 
 
 def test_seeds_train_every_stage_per_seed_and_are_reused(tmp_path):

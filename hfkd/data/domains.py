@@ -570,6 +570,39 @@ def domain_counts(domains: dict[str, DatasetDict]) -> dict[str, dict[str, int]]:
     return {name: {split: table.num_rows for split, table in splits.items()} for name, splits in domains.items()}
 
 
+MIN_CLASS_ROWS = 20
+"""Fewer evaluation rows of a class than this make its F1, and the domain's macro-F1, swing on single predictions."""
+
+
+def class_counts(domains: dict[str, DatasetDict]) -> dict[str, dict[str, dict[str, int]]]:
+    """Rows per domain, split and class name (every class of the label space, 0 included)."""
+    counts = {}
+    for name, splits in domains.items():
+        counts[name] = {}
+        for split, table in splits.items():
+            names = table.features["label"].names
+            found = Counter(table["label"])
+            counts[name][split] = {label: found.get(i, 0) for i, label in enumerate(names)}
+    return counts
+
+
+def small_classes(counts: dict[str, dict[str, dict[str, int]]], split: str = "test") -> list[tuple[str, str, int]]:
+    """`(domain, class, rows)` of every class with fewer than `MIN_CLASS_ROWS` rows in a domain's `split`; each is
+    logged as a warning."""
+    small = [
+        (domain, label, n)
+        for domain, splits in counts.items()
+        for label, n in (splits.get(split) or {}).items()
+        if n < MIN_CLASS_ROWS
+    ]
+    for domain, label, n in small:
+        logger.warning(
+            f"{domain}: class {label!r} has {n} {split} rows (fewer than {MIN_CLASS_ROWS}); its F1, and the macro-F1 "
+            f"of {domain}, swing on single predictions. Read that domain's figures with their intervals."
+        )
+    return small
+
+
 def format_domain_counts(domains: dict[str, DatasetDict]) -> str:
     """A markdown table: rows per split and the label distribution (in %, all splits together) of each domain."""
     counts = domain_counts(domains)

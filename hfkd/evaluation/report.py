@@ -268,6 +268,13 @@ def _intro(results: dict) -> list[str]:
         layers = f"{info['num_layers']} layers, " if info.get("num_layers") is not None else ""
         what = f"{info.get('role', 'model')}, {layers}{_size(info.get('parameters'))} parameters"
         lines.append(f"- **{name}** ({what})" + (f": {info['description']}" if info.get("description") else ""))
+    small = lookup(results, "data", "small_classes") or []
+    if small:
+        listed = ", ".join(f"{domain} {label!r} ({n})" for domain, label, n in small)
+        lines += [
+            f"Few test rows of a class (its F1 and that domain's macro-F1 swing on single predictions): {listed}.",
+            "",
+        ]
     legend = "In-domain = mean over the source domains, target mean = mean over the target domains, gap = in-domain − "
     legend += "target mean."
     if teacher:

@@ -30,6 +30,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.utils import logging
 
 from ..data.arguments import DataArguments
+from ..data.domains import class_counts, small_classes
 from ..data.source import domain_label_names, load_data, tokenize_source_splits
 from ..distillation_config import DistillationArguments, StudentArguments
 from ..evaluation.compare import save_predictions
@@ -198,6 +199,7 @@ class Experiment:
         config = redact(config_to_dict(self.exp, self.model_args, data, self.student_args, self.args))
         if state.is_main_process:
             write_run_info(output_dir, "cross_domain", config, extra={"blocks": [b[0] for b in plan]})
+        counts = class_counts(domains)
         results = new_results(
             title=f"Cross-domain distillation on {os.path.basename(str(data.dataset).rstrip('/'))}",
             mode=self.exp.mode,
@@ -215,6 +217,8 @@ class Experiment:
             data={
                 "fingerprints": self.fingerprints,
                 "rows": {n: {s: t.num_rows for s, t in d.items()} for n, d in domains.items()},
+                "class_counts": counts,
+                "small_classes": [list(c) for c in small_classes(counts)],
             },
         )
         for name, sources, targets in plan:
