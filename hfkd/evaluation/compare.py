@@ -16,7 +16,7 @@ import numpy as np
 
 from .report import markdown_table
 from .results import load_results
-from .statistics import N_RESAMPLES, SCORES, Bootstrap, mean_of, paired_difference
+from .statistics import N_RESAMPLES, Bootstrap, mean_of, paired_difference
 
 PREDICTIONS_FILE = "predictions.npz"
 
@@ -120,7 +120,7 @@ def compare_runs(run_a: str, run_b: str, n_resamples: int = N_RESAMPLES) -> dict
             for key in figures[0]:
                 c = paired_difference(figures[0][key], figures[1][key], (f"{model} (A)", f"{model} (B)", key))
                 comparisons.append({"block": block, "model": model} | c.as_dict())
-    return {"run_a": run_a, "run_b": run_b, "scores": list(SCORES[:1]), "comparisons": comparisons}
+    return {"run_a": run_a, "run_b": run_b, "comparisons": comparisons}
 
 
 def format_comparison(report: dict[str, Any]) -> str:

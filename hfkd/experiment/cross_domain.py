@@ -340,7 +340,8 @@ class Experiment:
         if self.accelerator is None:
             self.accelerator = Accelerator(mixed_precision=self.args.mixed_precision)
         return evaluate_models(
-            {name: [stage["path"] for stage in per_seed] for name, per_seed in runs.items()},
+            # a given teacher serves every seed: evaluated once (the statistics pair it with each seed's students)
+            {name: list(dict.fromkeys(stage["path"] for stage in per_seed)) for name, per_seed in runs.items()},
             block.domains,
             teacher="teacher",
             source_domains=block.sources,
