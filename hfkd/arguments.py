@@ -9,6 +9,7 @@ YAML configs are flat and their keys are the field names (see `hfkd.parser`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import field
 
 
@@ -70,3 +71,25 @@ def overwrite_output_dir_field() -> bool:
             "run is overwritten by accident). Continuing a run is --resume_from_checkpoint."
         },
     )
+
+
+def target_eval_splits_field() -> list[str]:
+    return field(
+        default_factory=lambda: ["validation", "test"],
+        metadata={
+            "help": "The splits a target domain is scored on, together and uncapped: its labels are never trained or "
+            "selected on, so both its validation and test rows count (more rows, narrower intervals). [test]: the "
+            "test split only. Source domains are scored on their test split, capped by max_eval_samples."
+        },
+    )
+
+
+def check_eval_splits(target_eval_splits: Sequence[str], name: str = "target_eval_splits") -> None:
+    """`ValueError` naming the field unless it is a non-empty list of distinct `validation`/`test`."""
+    values = list(target_eval_splits or [])
+    if not values or len(set(values)) != len(values) or not set(values) <= {"validation", "test"}:
+        raise ValueError(
+            f"{name}={list(target_eval_splits or [])!r} must name distinct splits among ['validation', 'test'] (a "
+            f"target's train rows are the adaptive student's unlabeled text); set {name}: [validation, test] or "
+            "[test]."
+        )

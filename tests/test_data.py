@@ -11,7 +11,16 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from transformers import BertTokenizerFast
 
 from hfkd.data.dedup import dedup_key
-from hfkd.data.domains import concatenate_domains, domain_counts, format_domain_counts, load_domains, tokenize_domains
+from hfkd.data.domains import (
+    EVALUATION_SPLIT,
+    cap_eval_splits,
+    concatenate_domains,
+    domain_counts,
+    evaluation_splits,
+    format_domain_counts,
+    load_domains,
+    tokenize_domains,
+)
 from hfkd.data.tweets import TWEET_DOMAIN_RULES, TWEET_DOMAINS, TWEET_LABELS
 
 from .conftest import LABELS
@@ -445,6 +454,44 @@ def test_hub_train_rows_copying_its_test_split_are_dropped(monkeypatch):
     assert not {*splits["train"]["text"], *splits["validation"]["text"]} & set(echoes)
     assert splits["train"].num_rows + splits["validation"].num_rows == 100
     assert list(splits["test"]["text"]) == test["text"]
+
+
+# ---- what is scored: capped sources, whole targets ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("deduplicate", [True, False])
+def test_capping_after_loading_keeps_the_rows_a_capped_load_keeps(tmp_path, cache_dir, deduplicate):
+    # a run loads once, uncapped, then caps what it trains and selects on: those must be the rows of a capped load
+    # (so stages trained before targets got more rows are reused), for hashed splits and for shipped ones
+    (tmp_path / "gate").mkdir()
+    write(tmp_path / "gate" / "train.csv", make_rows(300, "ball"))
+    write(tmp_path / "gate" / "test.csv", make_rows(60, "gate"))
+    write(tmp_path / "other.csv", make_rows(400, "car"))
+    for dataset in ("tweets", str(tmp_path)):
+        kwargs = dict(split_seed=3, deduplicate=deduplicate)
+        files = {"cache_dir": cache_dir} if dataset != "tweets" else {}
+        capped = load_domains(dataset, max_train_samples=200, max_eval_samples=25, **kwargs, **files)
+        later = cap_eval_splits(load_domains(dataset, max_train_samples=200, **kwargs, **files), 25, **kwargs)
+        for name, splits in capped.items():
+            assert {s: t.num_rows for s, t in later[name].items()} == {s: t.num_rows for s, t in splits.items()}
+            for split, table in splits.items():
+                assert later[name][split]["text"] == table["text"], (dataset, name, split)
+                assert later[name][split]["label"] == table["label"]
+
+
+def test_targets_are_scored_on_validation_and_test_sources_on_their_capped_test(tweets):
+    view = evaluation_splits(tweets, ["apple"], max_eval_samples=20, split_seed=42)
+    capped = load_domains("tweets", ["apple"], max_eval_samples=20)["apple"]
+    assert view["apple"][EVALUATION_SPLIT]["text"] == capped["test"]["text"]
+    assert view["apple"]["validation"]["text"] == capped["validation"]["text"]
+    for name in ("coachella", "self_driving_cars"):  # every held-out row of a target, uncapped
+        scored = view[name][EVALUATION_SPLIT]
+        assert list(scored["text"]) == [*tweets[name]["validation"]["text"], *tweets[name]["test"]["text"]]
+        assert scored.num_rows > 20 and not set(scored["text"]) & set(tweets[name]["train"]["text"])
+    only_test = evaluation_splits(tweets, ["apple"], ["test"])
+    assert only_test["coachella"][EVALUATION_SPLIT]["text"] == tweets["coachella"]["test"]["text"]
+    with pytest.raises(ValueError, match=r"target_eval_splits=\['train'\] must name distinct splits"):
+        evaluation_splits(tweets, ["apple"], ["train"])
 
 
 # ---- tokenisation, concatenation, counts ---------------------------------------------------------------------------

@@ -106,8 +106,16 @@ def test_leave_one_out_has_one_block_per_domain(tmp_path):
         assert sorted(block["source_domains"] + [held_out]) == sorted(DOMAINS)
     mean = sum(b["summary"]["distilled"]["target_mean_macro_f1"] for b in blocks) / 3
     assert results["overall"]["distilled"]["target_mean_macro_f1"] == pytest.approx(mean)
+    # the mean over the held-out domains carries its interval (one bootstrap over every block's rows) and verdicts
+    interval = results["overall"]["distilled"]["intervals"]["target_mean_macro_f1"]
+    assert interval["ci_low"] <= mean <= interval["ci_high"] and interval["ci_low"] < interval["ci_high"]
+    (overall,) = [c for c in results["comparisons"] if c["metric"] == "target_mean_macro_f1"]
+    assert (overall["a"], overall["b"]) == ("distilled", "teacher") and 0 < overall["p"] <= 1
+    teacher_mean = results["overall"]["teacher"]["target_mean_macro_f1"]
+    assert overall["diff"] == pytest.approx(mean - teacher_mean)
     report = (tmp_path / "exp" / "report.md").read_text()
     assert all(f"Held out: {d}" in report for d in DOMAINS)
+    assert "Paired comparisons over all held-out domains" in report
 
 
 def test_bad_plans_are_clear_errors(tmp_path):
@@ -235,9 +243,10 @@ def test_experiment_under_two_process_ddp(tmp_path):
     assert results["hardware"]["num_processes"] == 2
     block = results["blocks"][0]
     assert list(block["metrics"]) == ["teacher", "baseline", "distilled", "adaptive"]
-    # gather_for_metrics: every test row is counted once, whatever the sharding
+    # gather_for_metrics: every scored row is counted once, whatever the sharding (targets: validation + test)
     rows = results["data"]["rows"]
-    assert all(block["metrics"]["adaptive"][d]["n"] == rows[d]["test"] for d in DOMAINS)
+    assert block["metrics"]["adaptive"]["air"]["n"] == rows["air"]["test"]
+    assert all(block["metrics"]["adaptive"][d]["n"] == rows[d]["validation"] + rows[d]["test"] for d in DOMAINS[1:])
 
 
 def test_killed_stage_is_resumed_from_its_checkpoint(tmp_path):
@@ -304,12 +313,19 @@ def test_results_carry_intervals_and_paired_comparisons(experiment):
         expected = sum(abs(cells[d]["label_free"]["macro_f1"] - cells[d]["macro_f1"]) for d in ("phone", "car")) / 2
         assert errors["mean_abs_error_macro_f1"] == pytest.approx(expected)
     assert "Label-free estimates" in report
-    # class counts per domain and split; the tiny domains' test classes are all below 20 rows, and said so
+    # class counts per domain and split, and of the rows each domain was scored on; the tiny domains' classes are all
+    # below 20 scored rows, and said so
     counts = results["data"]["class_counts"]
     assert set(counts) == set(DOMAINS) and set(counts["air"]["test"]) == set(results["label_names"])
     assert sum(counts["air"]["test"].values()) == results["data"]["rows"]["air"]["test"]
+    scored = block["evaluation_rows"]["domains"]
+    assert scored["air"]["splits"] == ["test"] and scored["car"]["splits"] == ["validation", "test"]
+    for d in DOMAINS:
+        assert sum(scored[d]["class_counts"].values()) == scored[d]["n"] == block["metrics"]["teacher"][d]["n"]
+        expected = {c: sum(counts[d][s][c] for s in scored[d]["splits"]) for c in results["label_names"]}
+        assert scored[d]["class_counts"] == expected
     assert len(results["data"]["small_classes"]) == 3 * len(results["label_names"])
-    assert "Few test rows of a class" in report
+    assert "Few evaluation rows of a class" in report
 
 
 def test_seeds_train_every_stage_per_seed_and_are_reused(tmp_path):

@@ -1,5 +1,7 @@
 """Intervals over seeds and test rows, and paired comparisons (hfkd.evaluation.statistics)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -104,3 +106,54 @@ def test_shapes_are_checked():
         plan.figure("d", np.zeros(5, dtype=int), np.zeros((1, 4), dtype=int), "accuracy", 2)
     with pytest.raises(ValueError, match="seeds dividing 2"):
         Bootstrap({"d": 5}, n_seeds=2).figure("d", np.zeros(5, dtype=int), np.zeros((3, 5), dtype=int), "accuracy", 2)
+
+
+def test_seed_counts_that_do_not_divide_each_other_pair_over_their_lcm():
+    # three one-row domains: resampling rows changes nothing, so a replicate's value names the seeds it drew.
+    # A's seed j is right on j of the 3 domains (mean j/3); B's seed j on all of them or none (mean 0 or 1)
+    domains = ("d0", "d1", "d2")
+    references = np.zeros(1, dtype=int)
+    a_ids = {d: np.array([[0 if k < j else 1] for j in range(3)]) for k, d in enumerate(domains)}
+    b_ids = {d: np.array([[1], [0]]) for d in domains}
+    plan = Bootstrap(dict.fromkeys(domains, 1), n_seeds=6, n_resamples=6000, seed=0)
+    a = mean_of([plan.figure(d, references, a_ids[d], "accuracy", 2) for d in domains])
+    b = mean_of([plan.figure(d, references, b_ids[d], "accuracy", 2) for d in domains])
+    assert a.estimate().per_seed == pytest.approx((0, 1 / 3, 2 / 3)) and b.estimate().per_seed == (0, 1)  # real seeds
+    difference = a - b
+    assert difference.estimate().mean == pytest.approx(1 / 3 - 1 / 2)  # the mean over A's seeds minus B's
+    assert paired_difference(a, b, ("a", "b", "accuracy")).diff == pytest.approx(1 / 3 - 1 / 2)
+    # every (seed of A, seed of B) pair is drawn about equally often: 6 distinct differences, ~1000 times each
+    values, counts = np.unique(np.round(difference.replicates * 3).astype(int), return_counts=True)
+    assert values.tolist() == [-3, -2, -1, 0, 1, 2] and all(850 < c < 1150 for c in counts)
+    # sums, ratios and means of figures of 3 and 2 seeds keep the means
+    assert (a + b).estimate().mean == pytest.approx(1 / 3 + 1 / 2)
+    assert mean_of([a, b]).estimate().mean == pytest.approx((1 / 3 + 1 / 2) / 2)
+
+
+def test_compare_runs_pairs_3_seeds_with_2(tmp_path):
+    from hfkd.evaluation.compare import compare_runs, save_predictions
+    from hfkd.evaluation.results import FORMAT, RESULTS_FILE
+
+    rng = np.random.default_rng(0)
+    references = {d: rng.integers(3, size=n) for d, n in (("src", 80), ("tgt", 60))}
+
+    def noisy(refs, accuracy, seeds):
+        return np.where(rng.random((seeds, refs.size)) < accuracy, refs, (refs + 1) % 3)
+
+    runs = {}
+    for run, seeds, accuracy in (("a", 3, 0.9), ("b", 2, 0.6)):
+        folder = tmp_path / run
+        ids = {"m": {d: noisy(r, accuracy, seeds) for d, r in references.items()}}
+        save_predictions(str(folder), {"blk": (references, ids)})
+        block = {"name": "blk", "source_domains": ["src"], "target_domains": ["tgt"]}
+        info = {"format": FORMAT, "label_names": ["x", "y", "z"], "blocks": [block]}
+        (folder / RESULTS_FILE).write_text(json.dumps(info))
+        runs[run] = ids["m"]
+    report = compare_runs(str(tmp_path / "a"), str(tmp_path / "b"), n_resamples=500)
+    found = {c["metric"]: c for c in report["comparisons"]}
+    target = references["tgt"]
+    f1 = {run: macro_f1_rows(np.broadcast_to(target, ids["tgt"].shape), ids["tgt"], 3) for run, ids in runs.items()}
+    assert len(f1["a"]) == 3 and len(f1["b"]) == 2
+    assert found["target_mean_macro_f1"]["diff"] == pytest.approx(f1["a"].mean() - f1["b"].mean())
+    assert found["macro_f1@tgt"]["diff"] == pytest.approx(f1["a"].mean() - f1["b"].mean())
+    assert found["target_mean_macro_f1"]["verdict"] == "better" and found["in_domain_macro_f1"]["verdict"] == "better"

@@ -67,7 +67,12 @@ class DataArguments:
         default=None, metadata={"help": "Keep at most this many training rows per domain (quick runs, debugging)."}
     )
     max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Keep at most this many validation and test rows per domain."}
+        default=None,
+        metadata={
+            "help": "Keep at most this many validation and test rows per source domain (the rows a run selects on "
+            "and scores in-domain). Target domains of a cross-domain run or evaluation are scored on all the rows "
+            "of their target_eval_splits."
+        },
     )
 
     def __post_init__(self):

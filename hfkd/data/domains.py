@@ -18,6 +18,7 @@ import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from transformers.utils import logging
 
+from ..arguments import check_eval_splits
 from .dedup import dedup_key, deduplicate_rows, hash_split, split_key
 from .reading import FILE_FORMATS, read_file
 from .tweets import tweet_tables, tweets_csv_path
@@ -496,6 +497,80 @@ def load_domains(
         result[name] = DatasetDict(splits)
         logger.info(f"Domain {name!r}: " + ", ".join(f"{s}={d.num_rows}" for s, d in splits.items()))
     return result
+
+
+def cap_eval_splits(
+    domains: dict[str, DatasetDict],
+    max_eval_samples: int | None,
+    *,
+    split_seed: int = 42,
+    deduplicate: bool = True,
+) -> dict[str, DatasetDict]:
+    """
+    The domains with their validation and test splits cut to `max_eval_samples` rows each, the very rows
+    [`load_domains`] keeps with that cap: those with the smallest split keys (a seeded random subset), in their order.
+
+    A run loads its domains uncapped once, then caps the splits it trains and selects on (the sources'), while target
+    domains keep all their rows for evaluation (see [`evaluation_splits`]).
+
+    Args:
+        domains (`dict[str, DatasetDict]`): as returned by [`load_domains`] without `max_eval_samples`.
+        max_eval_samples (`int`, *optional*): the cap; `None` returns `domains` unchanged.
+        split_seed (`int`, *optional*, defaults to 42) and deduplicate (`bool`, *optional*, defaults to `True`): the
+            values the domains were loaded with (they fix the split keys).
+    """
+    if max_eval_samples is None:
+        return domains
+    _check_args(0.1, 0.1, None, max_eval_samples)
+    key_of = dedup_key if deduplicate else str
+    capped = {}
+    for name, splits in domains.items():
+        kept = {}
+        for split, table in splits.items():
+            if split in ("validation", "test") and table.num_rows > max_eval_samples:
+                keys = [(split_key(key_of(text), split_seed), i) for i, text in enumerate(table["text"])]
+                table = table.select(sorted(i for _, i in sorted(keys)[:max_eval_samples]))
+            kept[split] = table
+        capped[name] = DatasetDict(kept)
+    return capped
+
+
+EVALUATION_SPLIT = "evaluation"
+"""The split of [`evaluation_splits`]' domains that models are scored on."""
+
+
+def evaluation_splits(
+    domains: dict[str, DatasetDict],
+    source_domains: Sequence[str],
+    target_eval_splits: Sequence[str] = ("validation", "test"),
+    max_eval_samples: int | None = None,
+    *,
+    split_seed: int = 42,
+    deduplicate: bool = True,
+) -> dict[str, DatasetDict]:
+    """
+    Per domain, the rows models are scored on (split `"evaluation"`) and the validation rows (ATC calibrates on the
+    sources'). A source domain is scored on its test split, capped by `max_eval_samples` (its validation split,
+    capped alike, selected checkpoints); a target domain's labels are never trained or selected on, so it is scored
+    on all the rows of its `target_eval_splits` together, uncapped: more rows, narrower intervals.
+
+    Args:
+        domains (`dict[str, DatasetDict]`): as returned by [`load_domains`] without `max_eval_samples`.
+        source_domains (`Sequence[str]`): the domains the models were trained on.
+        target_eval_splits (`Sequence[str]`, *optional*, defaults to `("validation", "test")`): the splits of a target
+            that are scored; `("test",)` scores targets like sources (uncapped).
+        max_eval_samples, split_seed, deduplicate: see [`cap_eval_splits`].
+    """
+    check_eval_splits(target_eval_splits)
+    capped = cap_eval_splits(domains, max_eval_samples, split_seed=split_seed, deduplicate=deduplicate)
+    view = {}
+    for name, splits in domains.items():
+        if name in set(source_domains):
+            rows = capped[name]["test"]
+        else:
+            rows = datasets.concatenate_datasets([splits[s] for s in target_eval_splits])
+        view[name] = DatasetDict({"validation": capped[name]["validation"], EVALUATION_SPLIT: rows})
+    return view
 
 
 def tokenize_domains(

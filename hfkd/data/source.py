@@ -25,9 +25,12 @@ class SourceSplits:
 _SOURCES = object()
 
 
-def load_data(data_args: DataArguments, names: list[str] | None = _SOURCES) -> dict[str, DatasetDict]:
+def load_data(
+    data_args: DataArguments, names: list[str] | None = _SOURCES, cap_eval: bool = True
+) -> dict[str, DatasetDict]:
     """Domains of `data_args.dataset`, untokenised, with one shared label space: the configured source domains, or
-    the domains `names` (`None`: every domain of the dataset)."""
+    the domains `names` (`None`: every domain of the dataset). `cap_eval=False` keeps every validation and test row
+    (`max_eval_samples` is then applied per role, see `hfkd.data.evaluation_splits`)."""
     return load_domains(
         data_args.dataset,
         data_args.source_domains if names is _SOURCES else names,
@@ -42,7 +45,7 @@ def load_data(data_args: DataArguments, names: list[str] | None = _SOURCES) -> d
         split_seed=data_args.split_seed,
         deduplicate=data_args.deduplicate,
         max_train_samples=data_args.max_train_samples,
-        max_eval_samples=data_args.max_eval_samples,
+        max_eval_samples=data_args.max_eval_samples if cap_eval else None,
     )
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .report import markdown_table
 from .results import load_results
-from .statistics import N_RESAMPLES, Bootstrap, mean_of, paired_difference
+from .statistics import N_RESAMPLES, Bootstrap, mean_of, n_seeds_of, paired_difference
 
 PREDICTIONS_FILE = "predictions.npz"
 
@@ -68,7 +68,11 @@ def compare_runs(run_a: str, run_b: str, n_resamples: int = N_RESAMPLES) -> dict
 
     Raises:
         `ValueError`: with the reason, when the runs share no block or model, or a shared block was evaluated on other
-            domains or rows, or the models' numbers of seeds do not pair (one must divide the other).
+            domains or rows.
+
+    The models may have any numbers of seeds: the plan has their least common multiple `L` of seeds, a model with
+    `k` seeds using seed `i % k` of the plan's `i`, so that each pair of a seed of A and a seed of B is drawn equally
+    often (independent draws); the reported difference is the mean over A's seeds minus the mean over B's.
     """
     results = {run: load_results(run) for run in (run_a, run_b)}
     predictions = {run: load_predictions(run) for run in (run_a, run_b)}
@@ -94,12 +98,8 @@ def compare_runs(run_a: str, run_b: str, n_resamples: int = N_RESAMPLES) -> dict
         shared_models = [m for m in models_a if m in models_b]
         if not shared_models:
             raise ValueError(f"Block {block!r} of {run_a} and {run_b} share no model name; nothing to compare.")
-        seeds = [models[m][d].shape[0] for models in (models_a, models_b) for m in shared_models for d in refs_a]
-        n_seeds = max(seeds)
-        if any(n_seeds % s for s in seeds):
-            raise ValueError(
-                f"The models have {sorted(set(seeds))} seeds, which do not pair (one must divide the other)."
-            )
+        # any numbers of seeds pair: over their least common multiple, every pair of seeds is drawn equally often
+        n_seeds = n_seeds_of({m: models_a[m] for m in shared_models}, {m: models_b[m] for m in shared_models})
         info = (
             next(b for b in results[run_a]["blocks"] if b.get("name") == block) if results[run_a].get("blocks") else {}
         )

@@ -56,7 +56,8 @@ def _heatmap_panels(results: dict) -> list[tuple[str, list[str], list[str], list
             row.append(sum(present) / len(present) if overall is None and present else overall)
         columns = [held_out(b) for b in blocks] + ["mean"]
         bounds = [
-            [_bounds(lookup(b, "summary", n, "intervals", "target_mean_macro_f1")) for b in blocks] + [None]
+            [_bounds(lookup(b, "summary", n, "intervals", "target_mean_macro_f1")) for b in blocks]
+            + [_bounds(lookup(results, "overall", n, "intervals", "target_mean_macro_f1"))]
             for n in names
         ]
         return [("Held-out macro-F1 (leave-one-out)", names, columns, matrix, bounds)]
@@ -161,12 +162,14 @@ VERDICT_COLORS = {"better": "#1a7f37", "worse": "#cf222e", "no significant diffe
 
 
 def plot_comparisons(results: dict, path: str) -> str | None:
-    """A forest plot of the paired comparisons of the mean figures (target-mean and in-domain macro-F1): each
-    difference with its 95 % interval, coloured by the verdict, against the line of no difference. Returns `path`, or
-    `None` when the results hold no comparison."""
-    rows = []
-    for block in results.get("blocks") or []:
-        prefix = f"{block.get('name')}: " if len(results.get("blocks") or []) > 1 else ""
+    """A forest plot of the paired comparisons of the mean figures (target-mean and in-domain macro-F1) of each block
+    and, with several blocks, of their means over blocks ("overall"): each difference with its 95 % interval, coloured
+    by the verdict, against the line of no difference. Returns `path`, or `None` when the results hold no
+    comparison."""
+    rows, blocks = [], results.get("blocks") or []
+    # several blocks: each block's comparisons, then those of the figures over all blocks (one block: they are its)
+    for block in blocks + [{"name": "overall", "comparisons": results.get("comparisons")}] * (len(blocks) > 1):
+        prefix = f"{block.get('name')}: " if len(blocks) > 1 else ""
         for c in block.get("comparisons") or []:
             if c.get("metric") in ("target_mean_macro_f1", "in_domain_macro_f1"):
                 figure = "target mean" if c["metric"].startswith("target") else "in-domain"
@@ -182,7 +185,7 @@ def plot_comparisons(results: dict, path: str) -> str | None:
     ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)), [label for label, _ in reversed(rows)], fontsize=8)
     ax.set_xlabel("difference of macro-F1 (95 % interval)", fontsize=9)
-    title = "Paired comparisons on the same test rows and seeds"
+    title = "Paired comparisons on the same rows and seeds"
     title += "\ngreen: better, red: worse, grey: no significant difference"
     ax.set_title(title, fontsize=9)
     return _save(figure, path)

@@ -129,8 +129,28 @@ def with_interval(value: Any, interval: dict | None, fmt=None) -> str:
 FIGURE_NAMES = {"target_mean_macro_f1": "target-mean macro-F1", "in_domain_macro_f1": "in-domain macro-F1"}
 
 
-def _comparisons(block: dict, h: str) -> list[str]:
-    """The paired comparisons of the mean figures, in words."""
+def _scored_rows(results: dict) -> str:
+    """A sentence on the rows each kind of domain was scored on (empty for results written before it was recorded)."""
+    sources, targets = set(), set()
+    for block in results.get("blocks") or []:
+        for domain, info in (lookup(block, "evaluation_rows", "domains") or {}).items():
+            splits = " and ".join(info.get("splits") or [])
+            if domain in (block.get("source_domains") or []):
+                cap = info.get("capped_at")
+                sources.add(f"{splits} split" + (f" (at most {cap} rows)" if cap else ""))
+            else:
+                targets.add(f"{splits} rows")
+    if not sources and not targets:
+        return ""
+    text = f" A source domain is scored on its {', '.join(sorted(sources))}" if sources else ""
+    if targets:
+        text += ", a target" if text else " A target"
+        text += f" on all its {', '.join(sorted(targets))} (its labels are never trained or selected on)"
+    return text + "."
+
+
+def _comparisons(block: dict, h: str, title: str = "Paired comparisons (same rows and seeds)") -> list[str]:
+    """The paired comparisons of the mean figures, in words (of a block, or of the figures over blocks: `results`)."""
     rows = []
     for c in block.get("comparisons") or []:
         if c.get("metric") not in FIGURE_NAMES:
@@ -141,8 +161,7 @@ def _comparisons(block: dict, h: str) -> list[str]:
         rows.append([f"{c['a']} vs {c['b']}", FIGURE_NAMES[c["metric"]], diff, p, verdict])
     if not rows:
         return []
-    title = f"{h} Paired comparisons (same test rows and seeds)"
-    return _table(title, ["models", "figure", "difference [95 % interval]", "p", "verdict"], rows)
+    return _table(f"{h} {title}", ["models", "figure", "difference [95 % interval]", "p", "verdict"], rows)
 
 
 def _label_free(block: dict, names: list[str], targets: list[str], h: str) -> list[str]:
@@ -272,11 +291,13 @@ def _intro(results: dict) -> list[str]:
     if small:
         listed = ", ".join(f"{domain} {label!r} ({n})" for domain, label, n in small)
         lines += [
-            f"Few test rows of a class (its F1 and that domain's macro-F1 swing on single predictions): {listed}.",
+            f"Few evaluation rows of a class (its F1 and that domain's macro-F1 swing on single predictions): "
+            f"{listed}.",
             "",
         ]
     legend = "In-domain = mean over the source domains, target mean = mean over the target domains, gap = in-domain − "
     legend += "target mean."
+    legend += _scored_rows(results)
     if teacher:
         legend += " A student's retention = its score / the teacher's on the same domain (for the means: the ratio of"
         legend += " the means)."
@@ -288,7 +309,7 @@ def _intro(results: dict) -> list[str]:
     } - {0}
     if seeds:
         n_seeds = max(seeds)
-        over = "the test rows" + (f" and the {n_seeds} training seeds (mean over seeds)" if n_seeds > 1 else "")
+        over = "the evaluation rows" + (f" and the {n_seeds} training seeds (mean over seeds)" if n_seeds > 1 else "")
         legend += (
             f" In brackets: the 95 % interval over {over}, by bootstrap (see `hfkd.evaluation.statistics`). A model is"
             " in bold only where it is best and significantly better than the runner-up (paired bootstrap, p < 0.05)."
@@ -300,25 +321,42 @@ def _intro(results: dict) -> list[str]:
     return [*lines, "", legend, ""]
 
 
+def _overall_section(results: dict, blocks: list[dict]) -> list[str]:
+    """Leave-one-out: the figures averaged over the held-out domains with their intervals, bold where
+    `results["best"]` found a significant best, their paired comparisons, and the held-out figure of each block."""
+    names, teacher, overall = model_names(results), results.get("teacher"), results.get("overall") or {}
+    best = results.get("best") or {}
+
+    def cell(n: str, key: str, fmt=format_score, bold: bool = False) -> str:
+        text = with_interval(lookup(overall, n, key), lookup(overall, n, "intervals", key), fmt)
+        return f"**{text}**" if bold and best.get(key) == n else text
+
+    header = ["model", "in-domain macro-F1", "held-out macro-F1", "gap"]
+    rows = [
+        [n, cell(n, "in_domain_macro_f1", bold=True), cell(n, "target_mean_macro_f1", bold=True)]
+        + [cell(n, "transfer_gap_macro_f1")]
+        for n in names
+    ]
+    if teacher:
+        header.append("retention (held-out)")
+        for n, row in zip(names, rows, strict=True):
+            row.append(cell(n, "retention_target_mean_macro_f1", format_ratio))
+    lines = _table("## Overall (mean over held-out domains)", header, rows)
+    if len(blocks) > 1:  # with one block, its comparisons are in its own section
+        title = "Paired comparisons over all held-out domains (same rows and seeds)"
+        lines += _comparisons(results, "###", title)
+    rows = [
+        [held_out(b)] + [format_score(lookup(b, "summary", n, "target_mean_macro_f1")) for n in names] for b in blocks
+    ]
+    rows.append(["mean"] + [cell(n, "target_mean_macro_f1") for n in names])
+    return lines + _table("### Held-out macro-F1 per domain", ["held-out domain", *names], rows)
+
+
 def render_report(results: dict) -> str:
     """The markdown of `report.md` for a results dict (see the module docstring); every number comes from it."""
     lines, blocks, loo = _intro(results), results.get("blocks") or [], results.get("mode") == "leave_one_out"
     if loo:
-        names, teacher, overall = model_names(results), results.get("teacher"), results.get("overall") or {}
-        keys = ["in_domain_macro_f1", "target_mean_macro_f1", "transfer_gap_macro_f1"]
-        header = ["model", "in-domain macro-F1", "held-out macro-F1", "gap"]
-        rows = _rows(names, [[lookup(overall, n, k) for k in keys] for n in names], format_score, best=2)
-        if teacher:
-            header.append("retention (held-out)")
-            for n, row in zip(names, rows, strict=True):
-                row.append(format_ratio(lookup(overall, n, "retention_target_mean_macro_f1")))
-        lines += _table("## Overall (mean over held-out domains)", header, rows)
-        rows = [
-            [held_out(b)] + [format_score(lookup(b, "summary", n, "target_mean_macro_f1")) for n in names]
-            for b in blocks
-        ]
-        rows.append(["mean"] + [format_score(lookup(overall, n, "target_mean_macro_f1")) for n in names])
-        lines += _table("### Held-out macro-F1 per domain", ["held-out domain", *names], rows)
+        lines += _overall_section(results, blocks)
     for block in blocks:  # one block: its tables at the top level; several: a section each
         if loo or len(blocks) > 1:
             lines += [f"## Held out: {held_out(block)}" if loo else f"## {block_setting(block)}", ""]

@@ -1,10 +1,12 @@
 """`results.json`: the one dict every cross-domain run and evaluation writes, and the figures derived from it.
 
-Format `"hfkd-cross-domain/1"`: the models, one block per source/target split (metrics per model and domain, summary
-figures, speed, stages) and the figures averaged over blocks. [`new_results`] starts one, [`add_block`] adds a block
-and recomputes what depends on it, [`load_results`] reads it back (`hfkd.evaluation.outputs.write_outputs` writes it
-with its report and plots). The derived figures are retention (student score / teacher score, per domain and as the
-mean over the targets), the in-domain and target means, and the transfer gap (in-domain mean minus target mean).
+Format `"hfkd-cross-domain/2"`: the models, one block per source/target split (metrics per model and domain, summary
+figures, speed, stages) and the figures averaged over blocks (`overall`, with their intervals, and the top-level
+`comparisons` and `best` of those figures). [`new_results`] starts one, [`add_block`] adds a block and recomputes what
+depends on it, [`load_results`] reads it back (`hfkd.evaluation.outputs.write_outputs` writes it with its report and
+plots). The derived figures are retention (student score / teacher score, per domain, and for a mean over domains or
+blocks the ratio of the means), the in-domain and target means, and the transfer gap (in-domain mean minus target
+mean).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from transformers.utils import logging
 
 from ..run_files import environment_info, hardware_info
+from .statistics import overall_uncertainty
 
 logger = logging.get_logger(__name__)
 
@@ -71,16 +74,80 @@ def new_results(
 
 
 def add_block(
-    results: dict[str, Any], block: dict[str, Any], models: dict[str, dict[str, Any]], wall_time_s: float
+    results: dict[str, Any],
+    block: dict[str, Any],
+    models: dict[str, dict[str, Any]],
+    wall_time_s: float,
+    *,
+    predictions: dict[str, tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]] | None = None,
 ) -> dict[str, Any]:
     """Append an evaluated block (see `hfkd.evaluation.evaluate_models`), set the model descriptions, and recompute
-    what depends on the blocks: the figures averaged over them, the finishing time and the wall time so far."""
+    what depends on the blocks: the figures averaged over them, the finishing time and the wall time so far.
+
+    The figures averaged over blocks (`results["overall"]`) carry their `intervals`, and `results` its top-level
+    `comparisons`, `best` and `overall_uncertainty` (the method), in two cases: with one block (they are the block's
+    own), and with several when `predictions` (block name -> `(references, predicted ids)`, what
+    `hfkd.evaluation.compare.save_predictions` keeps; every block so far) is given (see
+    `hfkd.evaluation.statistics.overall_uncertainty`); retention over blocks is then the ratio of the overall means.
+    Without `predictions`, several blocks get plain means and no intervals."""
     results["blocks"].append(block)
     results["models"] = models
     results["overall"] = overall_summary(results["blocks"])
+    add_overall_uncertainty(results, predictions)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results["wall_time_s"] = wall_time_s
     return results
+
+
+def add_overall_uncertainty(
+    results: dict[str, Any],
+    predictions: dict[str, tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]] | None,
+) -> None:
+    """Set the intervals of `results["overall"]` and the top-level `comparisons`, `best` and `overall_uncertainty`
+    (see [`add_block`]); remove stale ones when they cannot be computed."""
+    for key in ("comparisons", "best", "overall_uncertainty"):
+        results.pop(key, None)
+    blocks, overall = results["blocks"], results["overall"]
+    if len(blocks) == 1:  # the overall figures are the block's: so are their intervals and comparisons
+        (block,) = blocks
+        for name, figures in overall.items():
+            intervals = (block.get("summary") or {}).get(name, {}).get("intervals")
+            if intervals is not None:
+                figures["intervals"] = intervals
+        for key, source in (("comparisons", "comparisons"), ("best", "best"), ("overall_uncertainty", "uncertainty")):
+            if source in block:
+                results[key] = block[source] | {"blocks": 1} if key == "overall_uncertainty" else block[source]
+        return
+    if not blocks or predictions is None:
+        return
+    missing = [block.get("name") for block in blocks if block.get("name") not in predictions]
+    if missing:
+        logger.warning(f"No predictions of block(s) {missing}: the figures over blocks have no intervals.")
+        return
+    num_labels = len(results.get("label_names") or []) or 1 + max(
+        int(labels.max()) for references, _ in predictions.values() for labels in references.values() if labels.size
+    )
+    uncertainty = overall_uncertainty(
+        [
+            (*predictions[block["name"]], block.get("source_domains") or [], block.get("target_domains") or [])
+            for block in blocks
+        ],
+        results.get("teacher"),
+        num_labels,
+    )
+    teacher = overall.get(results.get("teacher")) or {}
+    for name, intervals in uncertainty["summary"].items():
+        figures = overall.get(name)
+        if figures is None:
+            continue
+        figures["intervals"] = intervals
+        for key in [k for k in intervals if k.startswith("retention_")]:
+            # over blocks, as its interval: the ratio of the overall means, not the mean of the blocks' ratios
+            mean = key.removeprefix("retention_")
+            figures[key] = _ratio(figures.get(mean), teacher.get(mean))
+    results["comparisons"] = uncertainty["comparisons"]
+    results["best"] = uncertainty["best"]
+    results["overall_uncertainty"] = uncertainty["method"]
 
 
 def _mean(values: list[float | None]) -> float | None:

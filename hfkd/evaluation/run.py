@@ -1,5 +1,5 @@
-"""What `scripts/evaluate_models.py` runs: saved models (folders or Hub ids) on the test split of some domains, with
-the files of a cross-domain run.
+"""What `scripts/evaluate_models.py` runs: saved models (folders or Hub ids) on some domains (sources on their test
+split, targets on their `target_eval_splits`), with the files of a cross-domain run.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import numpy as np
 from accelerate import Accelerator, PartialState
 from datasets import Dataset
 
-from ..arguments import allow_pickle_weights_field, check_range
+from ..arguments import allow_pickle_weights_field, check_eval_splits, check_range, target_eval_splits_field
+from ..data.domains import EVALUATION_SPLIT, class_counts, evaluation_splits, small_classes
 from ..data.reading import FILE_FORMATS, read_file
 from ..data.source import load_data
 from ..inference import predict
@@ -32,7 +33,8 @@ from .results import add_block, atomic_write, new_results
 
 @dataclass
 class EvaluationArguments:
-    """`scripts/evaluate_models.py`: saved models evaluated on the test split of some domains."""
+    """`scripts/evaluate_models.py`: saved models evaluated on some domains (sources: test split; targets: the rows of
+    `target_eval_splits`)."""
 
     model_paths: list[str] = field(
         default_factory=list,
@@ -52,6 +54,7 @@ class EvaluationArguments:
         default=None,
         metadata={"help": "Domains to evaluate on (besides source_domains, shown as in-domain). Default: all."},
     )
+    target_eval_splits: list[str] = target_eval_splits_field()
     output_dir: str = field(default="runs/evaluate", metadata={"help": "Where results.json and report.md go."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
     extra_metrics: list[str] | None = field(
@@ -71,6 +74,7 @@ class EvaluationArguments:
         if not self.model_paths:
             raise ValueError("model_paths is empty; pass e.g. --model_paths teacher=runs/t student=runs/s.")
         check_range("per_device_eval_batch_size", self.per_device_eval_batch_size, 1)
+        check_eval_splits(self.target_eval_splits)
 
 
 def parse_model_paths(entries: Sequence[str]) -> dict[str, str]:
@@ -89,7 +93,9 @@ def parse_model_paths(entries: Sequence[str]) -> dict[str, str]:
 
 
 def run_evaluation(eval_args, data_args, command: str | None = None) -> dict[str, Any]:
-    """`scripts/evaluate_models.py`: saved models on the test split of some domains; writes an experiment's files.
+    """`scripts/evaluate_models.py`: saved models on some domains; writes an experiment's files. A domain of
+    `source_domains` is scored on its test split (capped by `max_eval_samples`), any other on all the rows of its
+    `target_eval_splits` (uncapped).
 
     Args:
         eval_args ([`EvaluationArguments`]): the models, the reference (teacher) model, the output folder.
@@ -105,22 +111,37 @@ def run_evaluation(eval_args, data_args, command: str | None = None) -> dict[str
     wanted = list(dict.fromkeys(sources + targets)) if targets else None
     state = PartialState()
     with state.main_process_first():
-        domains = load_data(data_args, wanted)
+        loaded = load_data(data_args, wanted, cap_eval=False)
+    domains = evaluation_splits(
+        loaded,
+        sources,
+        eval_args.target_eval_splits,
+        data_args.max_eval_samples,
+        split_seed=data_args.split_seed,
+        deduplicate=data_args.deduplicate,
+    )
+    counts = class_counts({d: {EVALUATION_SPLIT: s[EVALUATION_SPLIT]} for d, s in domains.items()})
     results = new_results(
         title=f"Evaluation on {os.path.basename(str(data_args.dataset).rstrip('/'))}",
         mode="evaluate",
         dataset=data_args.dataset,
-        label_names=next(iter(domains.values()))["test"].features["label"].names,
+        label_names=next(iter(domains.values()))[EVALUATION_SPLIT].features["label"].names,
         teacher=teacher,
         config=redact(config_to_dict(eval_args, data_args)),
         command=command,
         seeds={"split_seed": data_args.split_seed},
+        data={
+            "rows": {n: {s: t.num_rows for s, t in d.items()} for n, d in loaded.items()},
+            "class_counts": class_counts(loaded),
+            "small_classes": [list(c) for c in small_classes(counts, EVALUATION_SPLIT)],
+        },
     )
     block, predictions = evaluate_models(
         models,
         domains,
         teacher=teacher,
         source_domains=sources,
+        split=EVALUATION_SPLIT,
         max_length=data_args.max_length,
         batch_size=eval_args.per_device_eval_batch_size,
         accelerator=Accelerator(),
@@ -137,7 +158,18 @@ def run_evaluation(eval_args, data_args, command: str | None = None) -> dict[str
         }
         for name, path in models.items()
     }
-    add_block(results, {"name": "evaluation"} | block | {"stages": {}}, descriptions, time.perf_counter() - wall_start)
+    scored = {
+        d: {
+            "splits": ["test"] if d in sources else list(eval_args.target_eval_splits),
+            "capped_at": data_args.max_eval_samples if d in sources else None,
+            "n": domains[d][EVALUATION_SPLIT].num_rows,
+            "class_counts": counts[d][EVALUATION_SPLIT],
+        }
+        for d in domains
+    }
+    rows = {"domains": scored, "small_classes": results["data"]["small_classes"]}
+    block = {"name": "evaluation"} | block | {"evaluation_rows": rows, "stages": {}}
+    add_block(results, block, descriptions, time.perf_counter() - wall_start)
     if state.is_main_process:
         write_outputs(results, eval_args.output_dir)
         save_predictions(eval_args.output_dir, {"evaluation": predictions})

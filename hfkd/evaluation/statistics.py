@@ -16,11 +16,24 @@ p-value ([`paired_difference`]) is the two-sided percentile-bootstrap one (Efron
 bootstrap of NLP system comparisons, Koehn 2004), consistent with the interval: p < 0.05 when the 95 % interval of the
 difference leaves out 0 (up to the resolution of the replicates). Everything is vectorised with numpy: 1,000
 replicates of a 300-row domain take milliseconds.
+
+Models with different numbers of seeds (a given teacher has one; two runs compared by `hfkd compare` may have 3 and 2)
+share a plan over the least common multiple `L` of their counts: a model with `k` seeds uses seed `i % k` of the plan's
+`i`, so (Chinese remainder theorem) every pair of their seeds is drawn equally often, as independent draws would be.
+
+The figures averaged over the blocks of a run ([`overall_uncertainty`]: the mean over held-out domains of a
+leave-one-out run) are bootstrapped over all blocks at once: a replicate draws one seed index shared by every block
+(seed `s` of every block is one run of the experiment), then the rows of every *row set* with replacement, a row set
+being a domain's evaluation rows; where two blocks evaluate a domain on the same rows they share its row set, hence its
+resample (their scores are correlated, as they are), and other row sets are drawn independently. Each block's figures
+are computed from that draw, the overall figure is their mean over blocks replicate by replicate, and overall retention
+is the ratio of the overall means.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,9 +90,20 @@ class Estimate:
         }
 
 
+def _tiled(*per_seed: np.ndarray) -> list[np.ndarray]:
+    """Per-seed arrays of different lengths repeated to the least common multiple of their lengths: entry `i` holds
+    seed `i % k` of an array of `k` seeds, as in a [`Bootstrap`] plan; the mean of each array is unchanged."""
+    length = math.lcm(*(a.shape[0] for a in per_seed))
+    return [np.tile(a, length // a.shape[0]) for a in per_seed]
+
+
 @dataclass(frozen=True)
 class Figure:
-    """A figure as the bootstrap sees it: its value for each seed on all the rows, and its replicates."""
+    """A figure as the bootstrap sees it: its value for each seed on all the rows, and its replicates.
+
+    Sums, differences, ratios and [`mean_of`] of figures with different numbers of seeds `k` pair seed `i % k` of
+    each, over the least common multiple of the counts (the pairing of a [`Bootstrap`] plan).
+    """
 
     per_seed: np.ndarray  # (n_seeds,)
     replicates: np.ndarray  # (n_resamples,)
@@ -90,51 +114,61 @@ class Figure:
         return Estimate(float(np.mean(self.per_seed)), float(low), float(high), tuple(map(float, self.per_seed)))
 
     def __add__(self, other: Figure) -> Figure:
-        return Figure(self.per_seed + other.per_seed, self.replicates + other.replicates)
+        a, b = _tiled(self.per_seed, other.per_seed)
+        return Figure(a + b, self.replicates + other.replicates)
 
     def __sub__(self, other: Figure) -> Figure:
-        return Figure(self.per_seed - other.per_seed, self.replicates - other.replicates)
+        a, b = _tiled(self.per_seed, other.per_seed)
+        return Figure(a - b, self.replicates - other.replicates)
 
     def __truediv__(self, other: Figure) -> Figure:
+        a, b = _tiled(self.per_seed, other.per_seed)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return Figure(self.per_seed / other.per_seed, self.replicates / other.replicates)
+            return Figure(a / b, self.replicates / other.replicates)
 
 
 def mean_of(figures: Sequence[Figure]) -> Figure:
     """The mean of several figures (e.g. a model's score over the target domains), replicate by replicate."""
-    return Figure(np.mean([f.per_seed for f in figures], axis=0), np.mean([f.replicates for f in figures], axis=0))
+    per_seed = _tiled(*(f.per_seed for f in figures))
+    return Figure(np.mean(per_seed, axis=0), np.mean([f.replicates for f in figures], axis=0))
 
 
 class Bootstrap:
     """
-    One resampling plan for a block: per replicate, a seed and, per domain, the rows drawn with replacement. Every
-    figure computed with the same plan is paired with every other (same seeds, same rows).
+    One resampling plan: per replicate, a seed index and, per row set, the rows drawn with replacement. Every figure
+    computed with the same plan is paired with every other (same seeds, same rows).
 
     Args:
-        rows (`dict[str, int]`): the number of evaluation rows of each domain.
-        n_seeds (`int`): how many training seeds each model has (the same for the models compared).
+        rows (`dict[Hashable, int]`): the number of rows of each row set: in a block, a domain's evaluation rows, keyed
+            by the domain; over several blocks, any key (see [`overall_uncertainty`]). Row sets are drawn in this
+            order, so the same sizes in the same order (and the same `n_seeds`, `n_resamples`, `seed`) give the same
+            draws whatever the keys.
+        n_seeds (`int`): a multiple of every compared model's number of seeds (their least common multiple); a model
+            with `k` seeds uses seed `i % k` of the plan's seed index `i`.
         n_resamples (`int`, *optional*, defaults to 1000): bootstrap replicates.
         seed (`int`, *optional*, defaults to 0): seed of the resampling itself (results are reproducible).
     """
 
-    def __init__(self, rows: dict[str, int], n_seeds: int, n_resamples: int = N_RESAMPLES, seed: int = 0):
+    def __init__(self, rows: dict[Hashable, int], n_seeds: int, n_resamples: int = N_RESAMPLES, seed: int = 0):
         if n_seeds < 1 or n_resamples < 1:
             raise ValueError(f"Bootstrap needs n_seeds >= 1 and n_resamples >= 1; got {n_seeds} and {n_resamples}.")
         rng = np.random.default_rng(seed)
         self.n_seeds, self.n_resamples = n_seeds, n_resamples
         self.seed_of = rng.integers(n_seeds, size=n_resamples)
-        self.rows_of = {domain: rng.integers(n, size=(n_resamples, n)) for domain, n in rows.items() if n > 0}
+        self.rows_of = {key: rng.integers(n, size=(n_resamples, n)) for key, n in rows.items() if n > 0}
 
     def figure(
-        self, domain: str, references: np.ndarray, predictions: np.ndarray, metric: str, num_labels: int
+        self, domain: Hashable, references: np.ndarray, predictions: np.ndarray, metric: str, num_labels: int
     ) -> Figure:
         """
         A score of one model on one domain.
 
         Args:
+            domain (`Hashable`): the key of the domain's row set in the plan (in a block: the domain's name).
             references (`np.ndarray`): `(n,)` the label ids of the domain's evaluation rows.
             predictions (`np.ndarray`): `(seeds, n)` the predicted ids of the model trained with each seed; a model
-                with fewer seeds than the plan (e.g. one given teacher) must have a number that divides it.
+                with fewer seeds than the plan (e.g. one given teacher) must have a number that divides it; it uses
+                seed `i % seeds` of the plan's seed index `i`.
             metric (`str`): a key of [`METRICS`].
         """
         references, predictions = np.asarray(references), np.atleast_2d(np.asarray(predictions))
@@ -212,9 +246,118 @@ thing: distilled vs the no-teacher baseline, adaptive (target text) and intermed
 distilled."""
 
 
+COMPARED = ("target_mean_macro_f1", "in_domain_macro_f1")
+"""The mean figures every comparison is made on (a block's comparisons add each domain's macro-F1)."""
+Predicted = dict[str, dict[str, np.ndarray]]
+"""Per model and domain, the `(n_seeds, n)` predicted ids."""
+
+
+def n_seeds_of(*predictions: Predicted) -> int:
+    """The seeds of a plan for these models: the least common multiple of their numbers of seeds."""
+    return math.lcm(*(ids.shape[0] for per_model in predictions for d in per_model.values() for ids in d.values()))
+
+
+def block_figures(
+    plan: Bootstrap,
+    references: dict[str, np.ndarray],
+    predictions: Predicted,
+    source_domains: Sequence[str],
+    target_domains: Sequence[str],
+    num_labels: int,
+    row_sets: dict[str, Hashable] | None = None,
+) -> dict[str, dict[str, Figure]]:
+    """
+    Every model's figures on one block, drawn with `plan`: `<score>@<domain>`, `in_domain_<score>`,
+    `target_mean_<score>` and `transfer_gap_<score>` (the ones the block's domains allow); no retention (see
+    [`add_retention`]).
+
+    Args:
+        row_sets (`dict[str, Hashable]`, *optional*): the plan's row-set key of each domain (by default the domain).
+    """
+    row_sets = row_sets or {}
+    figures: dict[str, dict[str, Figure]] = {}
+    for name, per_domain in predictions.items():
+        figures[name] = {}
+        for score in SCORES:
+            for domain, ids in per_domain.items():
+                key = row_sets.get(domain, domain)
+                figures[name][f"{score}@{domain}"] = plan.figure(key, references[domain], ids, score, num_labels)
+            for label, domains in (("in_domain", source_domains), ("target_mean", target_domains)):
+                if domains:
+                    figures[name][f"{label}_{score}"] = mean_of([figures[name][f"{score}@{d}"] for d in domains])
+            if source_domains and target_domains:
+                gap = figures[name][f"in_domain_{score}"] - figures[name][f"target_mean_{score}"]
+                figures[name][f"transfer_gap_{score}"] = gap
+    return figures
+
+
+def add_retention(figures: dict[str, dict[str, Figure]], teacher: str | None) -> None:
+    """Add each student's `retention_<mean figure>`: its mean figure / the teacher's, replicate by replicate (the
+    ratio of the means)."""
+    for name in figures:
+        if teacher is not None and name != teacher and teacher in figures:
+            for score in SCORES:
+                for label in ("in_domain", "target_mean"):
+                    key = f"{label}_{score}"
+                    if key in figures[name] and key in figures[teacher]:
+                        figures[name][f"retention_{key}"] = figures[name][key] / figures[teacher][key]
+
+
+def compare_models(
+    figures: dict[str, dict[str, Figure]], teacher: str | None, compared: Sequence[str]
+) -> tuple[list[dict[str, object]], dict[str, str | None]]:
+    """
+    The paired comparisons of `compared` figures (every student vs the teacher, and the [`NEAREST_RELATIVE`] pairs)
+    as [`Comparison.as_dict`]s, and the significant best of every column (each figure but retention and gap: the
+    model with the highest mean when it is significantly better than the runner-up, else `None`).
+    """
+    pairs = [(name, teacher) for name in figures if teacher is not None and name != teacher and teacher in figures]
+    pairs += [(a, b) for a, b in NEAREST_RELATIVE.items() if a in figures and b in figures]
+    comparisons = [
+        paired_difference(figures[a][key], figures[b][key], (a, b, key)).as_dict()
+        for a, b in pairs
+        for key in compared
+        if key in figures[a] and key in figures[b]
+    ]
+    best = {}
+    columns = {
+        key for per_model in figures.values() for key in per_model if not key.startswith(("retention", "transfer"))
+    }
+    for key in sorted(columns):
+        ranked = sorted((f[key].per_seed.mean(), name) for name, f in figures.items() if key in f)
+        if len(ranked) < 2:
+            continue
+        (_, second), (_, first) = ranked[-2], ranked[-1]
+        comparison = paired_difference(figures[first][key], figures[second][key], (first, second, key))
+        best[key] = first if comparison.verdict == "better" else None
+    return comparisons, best
+
+
+def _estimates(per_model: dict[str, Figure], cells: bool) -> dict:
+    """[`Estimate.as_dict`] of the cells (`<score>@<domain>`, as domain -> score) or of the other figures."""
+    out: dict[str, dict] = {}
+    for key, figure in per_model.items():
+        if ("@" in key) == cells:
+            if cells:
+                score, domain = key.split("@")
+                out.setdefault(domain, {})[score] = figure.estimate().as_dict()
+            else:
+                out[key] = figure.estimate().as_dict()
+    return out
+
+
+def _method(bootstrap: str, n_resamples: int) -> dict[str, object]:
+    return {
+        "bootstrap": bootstrap,
+        "n_resamples": n_resamples,
+        "confidence": CONFIDENCE,
+        "p_value": "paired percentile bootstrap, two-sided",
+    }
+
+
 def block_uncertainty(
     references: dict[str, np.ndarray],
-    predictions: dict[str, dict[str, np.ndarray]],
+    predictions: Predicted,
     source_domains: Sequence[str],
     target_domains: Sequence[str],
     teacher: str | None,
@@ -233,73 +376,89 @@ def block_uncertainty(
         `dict`: `cells` (model -> domain -> score -> [`Estimate.as_dict`]), `summary` (model -> figure -> estimate:
         `in_domain_<score>`, `target_mean_<score>`, `transfer_gap_<score>`, and for students
         `retention_in_domain_<score>` and `retention_target_mean_<score>`, retention being the ratio of the means),
-        `comparisons` (a list of
-        [`Comparison.as_dict`]) and `best` (column -> the model whose mean is highest there when it is significantly
-        better than the runner-up, else `None`; columns are `<score>@<domain>` and the summary figures).
+        `comparisons` (a list of [`Comparison.as_dict`]), `best` (column -> the model whose mean is highest there when
+        it is significantly better than the runner-up, else `None`; columns are `<score>@<domain>` and the summary
+        figures) and `method`.
     """
-    n_seeds = max(arr.shape[0] for per_domain in predictions.values() for arr in per_domain.values())
-    plan = Bootstrap({d: len(r) for d, r in references.items()}, n_seeds, n_resamples, seed)
-    figures: dict[str, dict[str, Figure]] = {}
-    for name, per_domain in predictions.items():
-        figures[name] = {}
-        for score in SCORES:
-            for domain, ids in per_domain.items():
-                figures[name][f"{score}@{domain}"] = plan.figure(domain, references[domain], ids, score, num_labels)
-            for label, domains in (("in_domain", source_domains), ("target_mean", target_domains)):
-                if domains:
-                    figures[name][f"{label}_{score}"] = mean_of([figures[name][f"{score}@{d}"] for d in domains])
-            if source_domains and target_domains:
-                gap = figures[name][f"in_domain_{score}"] - figures[name][f"target_mean_{score}"]
-                figures[name][f"transfer_gap_{score}"] = gap
-    for name in figures:
-        if teacher is not None and name != teacher:
-            for score in SCORES:
-                for label in ("in_domain", "target_mean"):
-                    key = f"{label}_{score}"
-                    if key in figures[name]:
-                        figures[name][f"retention_{key}"] = figures[name][key] / figures[teacher][key]
-
-    pairs = [(name, teacher) for name in figures if teacher is not None and name != teacher]
-    pairs += [(a, b) for a, b in NEAREST_RELATIVE.items() if a in figures and b in figures]
-    compared = [f"{label}_macro_f1" for label in ("target_mean", "in_domain")] + [f"macro_f1@{d}" for d in references]
-    comparisons = [
-        paired_difference(figures[a][key], figures[b][key], (a, b, key)).as_dict()
-        for a, b in pairs
-        for key in compared
-        if key in figures[a] and key in figures[b]
-    ]
-    best = {}
-    columns = {
-        key for per_model in figures.values() for key in per_model if not key.startswith(("retention", "transfer"))
-    }
-    for key in sorted(columns):
-        ranked = sorted((f[key].per_seed.mean(), name) for name, f in figures.items() if key in f)
-        if len(ranked) < 2:
-            continue
-        (_, second), (_, first) = ranked[-2], ranked[-1]
-        comparison = paired_difference(figures[first][key], figures[second][key], (first, second, key))
-        best[key] = first if comparison.verdict == "better" else None
-
-    def as_dicts(per_model: dict[str, Figure], cells: bool) -> dict:
-        out: dict[str, dict] = {}
-        for key, figure in per_model.items():
-            if ("@" in key) == cells:
-                if cells:
-                    score, domain = key.split("@")
-                    out.setdefault(domain, {})[score] = figure.estimate().as_dict()
-                else:
-                    out[key] = figure.estimate().as_dict()
-        return out
-
+    plan = Bootstrap({d: len(r) for d, r in references.items()}, n_seeds_of(predictions), n_resamples, seed)
+    figures = block_figures(plan, references, predictions, source_domains, target_domains, num_labels)
+    add_retention(figures, teacher)
+    comparisons, best = compare_models(figures, teacher, [*COMPARED, *(f"macro_f1@{d}" for d in references)])
     return {
-        "cells": {name: as_dicts(per_model, True) for name, per_model in figures.items()},
-        "summary": {name: as_dicts(per_model, False) for name, per_model in figures.items()},
+        "cells": {name: _estimates(per_model, True) for name, per_model in figures.items()},
+        "summary": {name: _estimates(per_model, False) for name, per_model in figures.items()},
         "comparisons": comparisons,
         "best": best,
-        "method": {
-            "bootstrap": "two-level: a seed, then the evaluation rows of every domain with replacement",
-            "n_resamples": n_resamples,
-            "confidence": CONFIDENCE,
-            "p_value": "paired percentile bootstrap, two-sided",
-        },
+        "method": _method("two-level: a seed, then the evaluation rows of every domain with replacement", n_resamples),
+    }
+
+
+def row_sets(references: Sequence[dict[str, np.ndarray]]) -> list[dict[str, tuple[str, int]]]:
+    """
+    The row set of every domain of every block: `(domain, i)`, the `i`-th distinct set of evaluation rows of that
+    domain, in order of appearance. Two blocks that evaluate a domain on the same rows (the same number of rows and
+    the same labels: the splits are deterministic) share its row set.
+    """
+    seen: dict[str, list[np.ndarray]] = {}
+    keys = []
+    for per_domain in references:
+        keys.append({})
+        for domain, labels in per_domain.items():
+            labels, known = np.asarray(labels), seen.setdefault(domain, [])
+            index = next((i for i, r in enumerate(known) if np.array_equal(r, labels)), None)
+            if index is None:
+                index = len(known)
+                known.append(labels)
+            keys[-1][domain] = (domain, index)
+    return keys
+
+
+def overall_uncertainty(
+    blocks: Sequence[tuple[dict[str, np.ndarray], Predicted, Sequence[str], Sequence[str]]],
+    teacher: str | None,
+    num_labels: int,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, object]:
+    """
+    Intervals, paired comparisons and significant bests of the figures averaged over blocks (e.g. over the held-out
+    domains of a leave-one-out run), bootstrapped over all the blocks at once (see the module docstring): one seed
+    index shared by every block, one resample per row set ([`row_sets`]), each block's figures from that draw, their
+    mean over blocks, and retention as the ratio of the overall means.
+
+    Args:
+        blocks: per block, `(references, predictions, source_domains, target_domains)` as [`block_uncertainty`] takes
+            them.
+
+    Returns:
+        `dict`: `summary` (model -> figure -> [`Estimate.as_dict`]: `in_domain_<score>`, `target_mean_<score>`,
+        `transfer_gap_<score>`, the mean over the blocks that have it, and for students `retention_in_domain_<score>`
+        and `retention_target_mean_<score>`), `comparisons` (on [`COMPARED`]), `best` (per summary column but
+        retention and gap) and `method`. Only models present in every block are counted.
+    """
+    keys = row_sets([references for references, *_ in blocks])
+    rows = {key: len(blocks[b][0][d]) for b, per_domain in enumerate(keys) for d, key in per_domain.items()}
+    plan = Bootstrap(rows, n_seeds_of(*(predictions for _, predictions, *_ in blocks)), n_resamples, seed)
+    per_block = [
+        block_figures(plan, references, predictions, sources, targets, num_labels, keys[b])
+        for b, (references, predictions, sources, targets) in enumerate(blocks)
+    ]
+    names = [name for name in per_block[0] if all(name in figures for figures in per_block)]
+    overall: dict[str, dict[str, Figure]] = {}
+    for name in names:
+        overall[name] = {}
+        for key in dict.fromkeys(k for figures in per_block for k in figures[name] if "@" not in k):
+            overall[name][key] = mean_of([figures[name][key] for figures in per_block if key in figures[name]])
+    add_retention(overall, teacher)
+    comparisons, best = compare_models(overall, teacher, COMPARED)
+    bootstrap = (
+        "over all blocks at once: per replicate one seed index shared by every block, then the rows of every row set "
+        "(a domain's evaluation rows; the same rows in two blocks are one row set) with replacement; each block's "
+        "figures from that draw, the overall figure their mean over blocks, retention the ratio of the overall means"
+    )
+    return {
+        "summary": {name: _estimates(per_model, False) for name, per_model in overall.items()},
+        "comparisons": comparisons,
+        "best": best,
+        "method": _method(bootstrap, n_resamples) | {"blocks": len(blocks), "row_sets": len(rows)},
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..arguments import check_choice, check_range
+from ..arguments import check_choice, check_eval_splits, check_range, target_eval_splits_field
 
 EXPERIMENT_MODELS = ("teacher", "baseline", "distilled", "adaptive", "intermediate")
 """The models of a cross-domain experiment, in the order they are trained and shown."""
@@ -53,6 +53,7 @@ class ExperimentArguments:
             "Default: every domain of the dataset that is not a source. In leave_one_out mode: the pool of domains."
         },
     )
+    target_eval_splits: list[str] = target_eval_splits_field()
     seeds: list[int] | None = field(
         default=None,
         metadata={
@@ -116,6 +117,7 @@ class ExperimentArguments:
 
     def __post_init__(self):
         check_choice("mode", self.mode, ("single", "leave_one_out"))
+        check_eval_splits(self.target_eval_splits)
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"seeds={self.seeds!r} must be a non-empty list of distinct integers, e.g. [42, 43, 44].")
         unknown = [m for m in self.models if m not in EXPERIMENT_MODELS]

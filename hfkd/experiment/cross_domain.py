@@ -7,7 +7,9 @@ One *block* trains on the source domain(s) and evaluates on every domain:
    many optimizer steps as the distilled student;
 3. `distilled`: the same student distilled from the teacher on the source data ([`DistillationTrainer`]);
 4. `adaptive`: the same, plus unlabeled training text of the target domains (those rows only get the KL term);
-5. every model evaluated on the test split of every domain ([`evaluate_models`]).
+5. every model evaluated on every domain ([`evaluate_models`]): a source on its test split (capped by
+   `max_eval_samples`), a target on all the rows of its `target_eval_splits` (validation and test by default: its
+   labels are never trained or selected on).
 
 `mode="single"` runs one block; `mode="leave_one_out"` runs one block per domain, holding it out as the target. Each
 stage is reused on a rerun with the same config (see `hfkd.experiment.stages`). The output folder gets `results.json`,
@@ -30,7 +32,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.utils import logging
 
 from ..data.arguments import DataArguments
-from ..data.domains import class_counts, small_classes
+from ..data.domains import EVALUATION_SPLIT, cap_eval_splits, class_counts, evaluation_splits, small_classes
 from ..data.source import domain_label_names, load_data, tokenize_source_splits
 from ..distillation_config import DistillationArguments, StudentArguments
 from ..evaluation.compare import save_predictions
@@ -123,6 +125,8 @@ class Block:
     domains: dict[str, DatasetDict]
     folder: str
     data_key: dict[str, Any]
+    evaluation: dict[str, DatasetDict] = dataclasses.field(default_factory=dict)
+    """Per domain the `validation` rows and the `evaluation` rows it is scored on (`evaluation_splits`)."""
 
 
 class Experiment:
@@ -192,14 +196,19 @@ class Experiment:
         if self.exp.target_domains:
             wanted = list(dict.fromkeys((data.source_domains or []) + self.exp.target_domains))
         with state.main_process_first():
-            domains = load_data(data, wanted)
+            loaded = load_data(data, wanted, cap_eval=False)
+        # what training and selection see: max_eval_samples caps validation and test (a target's scored rows are
+        # taken from `loaded`, uncapped, per block)
+        domains = cap_eval_splits(
+            loaded, data.max_eval_samples, split_seed=data.split_seed, deduplicate=data.deduplicate
+        )
         plan = self.blocks(list(domains))
         self.fingerprints = domain_fingerprints(domains)
         self.labels = domain_label_names(domains)
         config = redact(config_to_dict(self.exp, self.model_args, data, self.student_args, self.args))
         if state.is_main_process:
             write_run_info(output_dir, "cross_domain", config, extra={"blocks": [b[0] for b in plan]})
-        counts = class_counts(domains)
+        counts = class_counts(loaded)
         results = new_results(
             title=f"Cross-domain distillation on {os.path.basename(str(data.dataset).rstrip('/'))}",
             mode=self.exp.mode,
@@ -216,15 +225,31 @@ class Experiment:
             },
             data={
                 "fingerprints": self.fingerprints,
-                "rows": {n: {s: t.num_rows for s, t in d.items()} for n, d in domains.items()},
+                "rows": {n: {s: t.num_rows for s, t in d.items()} for n, d in loaded.items()},
                 "class_counts": counts,
-                "small_classes": [list(c) for c in small_classes(counts)],
+                "small_classes": [],
             },
         )
         for name, sources, targets in plan:
             block_domains = {d: domains[d] for d in sources + targets}
-            block = self.run_block(name, sources, targets, block_domains)
-            add_block(results, block, self.describe_models(block), time.perf_counter() - wall_start)
+            scored = evaluation_splits(
+                {d: loaded[d] for d in sources + targets},
+                sources,
+                self.exp.target_eval_splits,
+                data.max_eval_samples,
+                split_seed=data.split_seed,
+                deduplicate=data.deduplicate,
+            )
+            block = self.run_block(name, sources, targets, block_domains, scored)
+            small = results["data"]["small_classes"]
+            small += [c for c in block["evaluation_rows"]["small_classes"] if c not in small]
+            add_block(
+                results,
+                block,
+                self.describe_models(block),
+                time.perf_counter() - wall_start,
+                predictions=self.predictions,
+            )
             if state.is_main_process:  # after every block: a long leave-one-out run keeps what it finished
                 write_outputs(results, output_dir)
                 save_predictions(output_dir, self.predictions)  # for `hfkd compare` with another run
@@ -252,15 +277,29 @@ class Experiment:
             path, args.hub_model_id, private=args.hub_private_repo, token=args.hub_token, results=results, model=name
         )
 
-    def run_block(self, name: str, sources: list[str], targets: list[str], domains: dict[str, DatasetDict]):
-        """Train (or reuse) the stages of one block in order, then evaluate every model on every domain."""
+    def run_block(
+        self,
+        name: str,
+        sources: list[str],
+        targets: list[str],
+        domains: dict[str, DatasetDict],
+        evaluation: dict[str, DatasetDict] | None = None,
+    ):
+        """Train (or reuse) the stages of one block in order, then evaluate every model on every domain: on the
+        `evaluation` split of `evaluation` (see `hfkd.data.evaluation_splits`), by default on the domains' test
+        splits."""
         logger.info(f"Block {name}: sources {sources} -> targets {targets}")
         data_key = {
             "sources": {d: self.fingerprints[d] for d in sources},
             "max_length": self.data_args.max_length,
             "labels": self.labels,
         }
-        block = Block(name, sources, targets, domains, os.path.join(self.args.output_dir, name), data_key)
+        if evaluation is None:
+            evaluation = {
+                d: DatasetDict({"validation": s["validation"], EVALUATION_SPLIT: s["test"]})
+                for d, s in domains.items()
+            }
+        block = Block(name, sources, targets, domains, os.path.join(self.args.output_dir, name), data_key, evaluation)
         runs: dict[str, list[dict[str, Any]]] = {}  # model -> its stage of each seed
         for seed in self.seeds:
             args = dataclasses.replace(self.args, seed=seed)
@@ -278,7 +317,25 @@ class Experiment:
             model: per_seed[0] | ({"seeds": per_seed} if len(per_seed) > 1 else {}) for model, per_seed in runs.items()
         }
         evaluated, self.predictions[name] = self.evaluate_block(block, runs)
-        return {"name": name} | evaluated | {"stages": stages}
+        return {"name": name} | evaluated | {"evaluation_rows": self.evaluation_rows(block), "stages": stages}
+
+    def evaluation_rows(self, block: Block) -> dict[str, Any]:
+        """What each domain of a block was scored on: its splits, rows and rows per class; and the classes with
+        fewer than `MIN_CLASS_ROWS` of them (each logged as a warning)."""
+        counts = class_counts(
+            {d: DatasetDict({EVALUATION_SPLIT: s[EVALUATION_SPLIT]}) for d, s in block.evaluation.items()}
+        )
+        cap = self.data_args.max_eval_samples
+        domains = {
+            d: {
+                "splits": ["test"] if d in block.sources else list(self.exp.target_eval_splits),
+                "capped_at": cap if d in block.sources else None,
+                "n": block.evaluation[d][EVALUATION_SPLIT].num_rows,
+                "class_counts": counts[d][EVALUATION_SPLIT],
+            }
+            for d in block.evaluation
+        }
+        return {"domains": domains, "small_classes": [list(c) for c in small_classes(counts, EVALUATION_SPLIT)]}
 
     @property
     def seeds(self) -> list[int]:
@@ -342,9 +399,10 @@ class Experiment:
         return evaluate_models(
             # a given teacher serves every seed: evaluated once (the statistics pair it with each seed's students)
             {name: list(dict.fromkeys(stage["path"] for stage in per_seed)) for name, per_seed in runs.items()},
-            block.domains,
+            block.evaluation,
             teacher="teacher",
             source_domains=block.sources,
+            split=EVALUATION_SPLIT,
             max_length=self.data_args.max_length,
             batch_size=self.args.per_device_eval_batch_size,
             accelerator=self.accelerator,

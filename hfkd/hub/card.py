@@ -105,7 +105,7 @@ def _size(folder: str | None, block: dict[str, Any], model: str | None) -> dict[
 
 
 def eval_results(block: dict[str, Any], model: str, dataset: str) -> list[EvalResult]:
-    """`model-index` entries: accuracy and macro-F1 of `model` on the test split of each domain."""
+    """`model-index` entries: accuracy and macro-F1 of `model` on each domain, on the split(s) it was scored on."""
     entries = []
     for domain in block.get("domains") or []:
         cell = (block.get("metrics", {}).get(model) or {}).get(domain)
@@ -117,7 +117,7 @@ def eval_results(block: dict[str, Any], model: str, dataset: str) -> list[EvalRe
             dataset_type=dataset,
             dataset_name=f"{dataset} ({domain})",
             dataset_config=domain,
-            dataset_split="test",
+            dataset_split="+".join(scored_splits(block, domain)),
         )
         entries.append(
             EvalResult(**common, metric_type="accuracy", metric_name="Accuracy", metric_value=cell["accuracy"])
@@ -132,6 +132,11 @@ def eval_results(block: dict[str, Any], model: str, dataset: str) -> list[EvalRe
             )
         )
     return entries
+
+
+def scored_splits(block: dict[str, Any], domain: str) -> list[str]:
+    """The splits a block scored `domain` on (`["test"]` for results written before targets got more rows)."""
+    return ((block.get("evaluation_rows") or {}).get("domains") or {}).get(domain, {}).get("splits") or ["test"]
 
 
 def make_model_card(
@@ -250,7 +255,7 @@ def _results(facts: dict[str, Any]) -> list[str]:
     metrics, sources = block.get("metrics") or {}, set(block.get("source_domains") or [])
     others = [n for n in (teacher, "baseline") if n and n != model and n in metrics]
     header = ["domain", f"{model} macro-F1", *(f"{n} macro-F1" for n in others)]
-    header += ["retention"] * bool(teacher in metrics) + [f"{model} accuracy", "test rows"]
+    header += ["retention"] * bool(teacher in metrics) + [f"{model} accuracy", "rows"]
     rows = []
     for domain in block.get("domains") or []:
         cell = (metrics.get(model) or {}).get(domain) or {}
@@ -261,12 +266,17 @@ def _results(facts: dict[str, Any]) -> list[str]:
             t = (metrics[teacher].get(domain) or {}).get("macro_f1")
             row.append(format_ratio(cell["macro_f1"] / t) if t and cell.get("macro_f1") is not None else MISSING)
         rows.append(row + [format_score(cell.get("accuracy")), cell.get("n") or MISSING])
+    splits = {d: "+".join(scored_splits(block, d)) for d in block.get("domains") or []}
+    target_splits = sorted({splits[d] for d in block.get("target_domains") or []})
+    where = "Test split of every domain"
+    if target_splits and target_splits != ["test"]:
+        where = f"The source's test split, every other domain's {' and '.join(target_splits)} rows"
     intro = (
-        "Test split of every domain; the source is what the model was trained on, the others it never saw labelled. "
+        f"{where}; the source is what the model was trained on, the others it never saw labelled. "
         f"Retention = {model}'s macro-F1 / the teacher's on the same domain."
     )
     if any("intervals" in (c or {}) for c in (metrics.get(model) or {}).values()):
-        intro += " In brackets: the 95 % interval over the test rows (and training seeds, when there were several)."
+        intro += " In brackets: the 95 % interval over the rows (and training seeds, when there were several)."
     verdicts = [
         c
         for c in block.get("comparisons") or []
@@ -394,7 +404,7 @@ def _limitations(facts: dict[str, Any]) -> list[str]:
         lines.append("- It was not evaluated outside its training domain: expect lower scores on other kinds of text.")
     lines += [
         "- Evaluate it on a labelled sample of your own text before relying on it; the scores above come from "
-        "small test splits (see the row counts) and one seed.",
+        "a few hundred rows per domain (see the row counts) and, unless the intervals say otherwise, one seed.",
         "- It inherits the biases of its teacher and of the training data.",
         "",
     ]
