@@ -240,10 +240,15 @@ def paired_difference(a: Figure, b: Figure, names: tuple[str, str, str], confide
 
 
 SCORES = ("macro_f1", "accuracy")
-NEAREST_RELATIVE = {"distilled": "baseline", "adaptive": "distilled", "intermediate": "distilled"}
+NEAREST_RELATIVE = {
+    "distilled": "baseline",
+    "adaptive": "distilled",
+    "self_trained": "adaptive",
+    "intermediate": "distilled",
+}
 """Besides every student against the teacher, each model of the experiment against the one it differs from by one
 thing: distilled vs the no-teacher baseline, adaptive (target text) and intermediate (hidden/attention terms) vs
-distilled."""
+distilled, self_trained (hard pseudo-labels on the target text) vs adaptive."""
 
 
 COMPARED = ("target_mean_macro_f1", "in_domain_macro_f1")

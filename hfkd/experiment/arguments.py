@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 
 from ..arguments import check_choice, check_eval_splits, check_range, target_eval_splits_field
 
-EXPERIMENT_MODELS = ("teacher", "baseline", "distilled", "adaptive", "intermediate")
+EXPERIMENT_MODELS = ("teacher", "baseline", "distilled", "adaptive", "self_trained", "intermediate")
 """The models of a cross-domain experiment, in the order they are trained and shown."""
 
 
 DEFAULT_EXPERIMENT_MODELS = EXPERIMENT_MODELS[:4]
-STUDENT_MODELS = ("adaptive", "distilled", "intermediate", "baseline")
+STUDENT_MODELS = ("adaptive", "self_trained", "distilled", "intermediate", "baseline")
 """The students, in the order `hub_student` and `hfkd push` prefer them by default."""
 
 
@@ -65,9 +65,11 @@ class ExperimentArguments:
     models: list[str] = field(
         default_factory=lambda: list(DEFAULT_EXPERIMENT_MODELS),
         metadata={
-            "help": f"Which models to train and compare, any of {list(EXPERIMENT_MODELS)} ('intermediate': the "
-            "distilled student with hidden-state and attention terms, see intermediate_*_weight). The teacher is "
-            "always needed (trained here, or given with teacher_model_name_or_path)."
+            "help": f"Which models to train and compare, any of {list(EXPERIMENT_MODELS)} ('self_trained': the "
+            "adaptive student plus the teacher's confident predictions on the target text as hard labels, see "
+            "self_training_*; 'intermediate': the distilled student with hidden-state and attention terms, see "
+            "intermediate_*_weight). The teacher is always needed (trained here, or given with "
+            "teacher_model_name_or_path)."
         },
     )
     teacher_num_train_epochs: float | None = field(
@@ -101,6 +103,21 @@ class ExperimentArguments:
         default=False,
         metadata={"help": "Redo every stage even when a finished one with the same config is in output_dir."},
     )
+    self_training_fraction: float = field(
+        default=0.5,
+        metadata={
+            "help": "The 'self_trained' student: of the target rows the labelling model predicts as each class, the "
+            "most confident share that gets that class as a hard label (class-balanced; the rest keep only the "
+            "soft targets)."
+        },
+    )
+    self_training_rounds: int = field(
+        default=1,
+        metadata={
+            "help": "The 'self_trained' student: rounds of labelling; round 1 is labelled by the teacher, round r + 1 "
+            "by the student of round r (the soft targets stay the teacher's). Each round is a reused stage."
+        },
+    )
     intermediate_hidden_weight: float = field(
         default=1.0, metadata={"help": "The 'intermediate' student: weight of its hidden-state term (hidden_loss)."}
     )
@@ -129,6 +146,8 @@ class ExperimentArguments:
         check_range("teacher_num_train_epochs", self.teacher_num_train_epochs, 0, low_open=True)
         check_range("teacher_learning_rate", self.teacher_learning_rate, 0, low_open=True)
         check_range("unlabeled_ratio", self.unlabeled_ratio, 0, low_open=True, hint="use e.g. 1.0")
+        check_range("self_training_fraction", self.self_training_fraction, 0, 1, low_open=True, hint="use e.g. 0.5")
+        check_range("self_training_rounds", self.self_training_rounds, 1)
         check_range("intermediate_hidden_weight", self.intermediate_hidden_weight, 0)
         check_range("intermediate_attention_weight", self.intermediate_attention_weight, 0)
         parse_domain_weights(self.target_domain_weights)

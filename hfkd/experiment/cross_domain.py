@@ -7,6 +7,8 @@ One *block* trains on the source domain(s) and evaluates on every domain:
    many optimizer steps as the distilled student;
 3. `distilled`: the same student distilled from the teacher on the source data ([`DistillationTrainer`]);
 4. `adaptive`: the same, plus unlabeled training text of the target domains (those rows only get the KL term);
+   `self_trained` (opt-in): `adaptive`, with the teacher's confident predictions on that text as hard labels
+   (class-balanced, `hfkd.self_training`); `intermediate` (opt-in): `distilled` plus hidden-state and attention terms;
 5. every model evaluated on every domain ([`evaluate_models`]): a source on its test split (capped by
    `max_eval_samples`), a target on all the rows of its `target_eval_splits` (validation and test by default: its
    labels are never trained or selected on).
@@ -42,12 +44,14 @@ from ..evaluation.results import add_block, new_results
 from ..fingerprints import domain_fingerprints, model_fingerprint, training_key
 from ..hub.card import write_model_card
 from ..hub.push import HubError, push_student, warn_if_push_will_fail
+from ..inference import predict
 from ..losses import IGNORE_INDEX
 from ..models import load_classifier, load_teacher, load_tokenizer, set_loading_policy
 from ..parser import config_to_dict
 from ..pipelines.distill import attach_teacher_logits, build_student, train_student, warn_if_teacher_online
 from ..pipelines.finetune import LOOP_STATE_FILE, FinetuneArguments, ModelArguments, make_accelerator, train_classifier
 from ..run_files import last_complete_checkpoint, redact, write_run_info
+from ..self_training import class_balanced_pseudo_labels
 from .arguments import STUDENT_MODELS, ExperimentArguments, parse_domain_weights
 from .stages import run_stage
 
@@ -307,7 +311,7 @@ class Experiment:
             seed_stages = {"teacher": teacher}
             if "baseline" in self.exp.models:
                 seed_stages["baseline"] = self.baseline_stage(block, teacher, args)
-            for stage in ("distilled", "adaptive", "intermediate"):
+            for stage in ("distilled", "adaptive", "self_trained", "intermediate"):
                 if stage in self.exp.models:
                     seed_stages[stage] = self.student_stage(stage, block, teacher, args)
             for model, stage in seed_stages.items():
@@ -379,18 +383,33 @@ class Experiment:
         self, stage: str, block: Block, teacher: dict[str, Any], args: DistillationArguments
     ) -> dict[str, Any]:
         """3. to 5. The distilled students: `distilled` (the source data), `adaptive` (plus the targets' unlabeled
-        text) and `intermediate` (plus hidden-state and attention terms)."""
+        text), `self_trained` (`adaptive` plus hard pseudo-labels on that text, in `self_training_rounds` rounds: each
+        round a stage of its own, labelled by the previous round's student) and `intermediate` (plus hidden-state and
+        attention terms)."""
         stage_args = self.stage_arguments(stage, args)
         key = {"stage": stage, "teacher": teacher["hash"], "data": block.data_key, "student": self.student_key}
         key["training"] = training_key(stage_args)
-        if stage == "adaptive":
+        unlabeled = stage in ("adaptive", "self_trained")
+        if unlabeled:
             key["unlabeled"] = {
                 "targets": {d: self.fingerprints[d] for d in block.targets},
                 "ratio": self.exp.unlabeled_ratio,
                 "weights": self.weights,
             }
-        train = functools.partial(self._distill, block, teacher["path"], stage == "adaptive", stage_args)
-        return self._stage(stage, block.folder, key, train, args.seed)
+        if stage != "self_trained":
+            train = functools.partial(self._distill, block, teacher["path"], unlabeled, stage_args)
+            return self._stage(stage, block.folder, key, train, args.seed)
+        labeler, rounds = teacher, self.exp.self_training_rounds
+        for r in range(1, rounds + 1):
+            key["self_training"] = {
+                "fraction": self.exp.self_training_fraction,
+                "round": r,
+                "labeler": labeler["hash"],
+            }
+            train = functools.partial(self._distill, block, teacher["path"], True, stage_args, labeler=labeler["path"])
+            name = stage if r == rounds else f"{stage}-round{r}"
+            labeler = self._stage(name, block.folder, dict(key), train, args.seed)
+        return labeler
 
     def evaluate_block(self, block: Block, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         """Every model of the block, each of its seeds, on every domain of it (`hfkd.evaluation.evaluate_models`)."""
@@ -473,7 +492,11 @@ class Experiment:
         base_args: DistillationArguments,
         folder: str,
         resume: bool,
+        labeler: str | None = None,
     ) -> dict[str, Any]:
+        """Distil a student of the block from the teacher at `teacher_path` into `folder`; `adaptive` adds the
+        targets' unlabeled training text (soft targets only), which the model at `labeler` (self-training) gives
+        class-balanced hard labels where it is confident."""
         sources, targets, domains = block.sources, block.targets, block.domains
         args = dataclasses.replace(
             base_args, output_dir=folder, resume_from_checkpoint=_last(folder), teacher_model_name_or_path=teacher_path
@@ -490,6 +513,9 @@ class Experiment:
                 domains, sources, targets, self.exp.unlabeled_ratio, self.weights, seed=args.seed
             )
             logger.info(f"Adaptive student: {len(train)} labelled source rows + unlabeled target rows {counts}")
+            if labeler is not None:
+                unlabeled, kept = self.pseudo_label(unlabeled, labeler)
+                logger.info(f"Self-training: {kept} of {len(unlabeled)} target rows get the labeller's hard label")
             with PartialState().main_process_first():
                 unlabeled = unlabeled.map(
                     lambda batch: tokenizer(batch["text"], truncation=True, max_length=self.data_args.max_length),
@@ -506,9 +532,29 @@ class Experiment:
         metrics = train_student(student, tokenizer, teacher, teacher_tokenizer, train, validation, args)
         if adaptive:
             metrics["unlabeled_rows"] = counts
+        if labeler is not None:
+            metrics["pseudo_labelled_rows"] = kept
         del teacher, student
         gc.collect()
         return metrics
+
+    def pseudo_label(self, unlabeled: Dataset, labeler: str) -> tuple[Dataset, int]:
+        """The unlabeled rows with the class-balanced confident predictions of the model at `labeler` as their labels
+        (`IGNORE_INDEX` where it is not confident enough); and how many rows got one."""
+        model, tokenizer = self._load_teacher(labeler)
+        found = predict(
+            model,
+            tokenizer,
+            unlabeled.remove_columns("label"),
+            label_names=self.labels,
+            max_length=self.data_args.max_length,
+            batch_size=self.args.per_device_eval_batch_size,
+            desc="Tokenizing target text for self-training",
+        )
+        labels = class_balanced_pseudo_labels(found.logits, self.exp.self_training_fraction)
+        del model
+        table = unlabeled.remove_columns("label").add_column("label", labels.tolist())
+        return table.cast_column("label", Value("int64")), int((labels != IGNORE_INDEX).sum())
 
     # ---- description ------------------------------------------------------------------------------------------
 
@@ -531,6 +577,9 @@ class Experiment:
             f"layer map {self.args.layer_map}",
             "adaptive": f"{student}, distilled on the source data plus unlabeled target text "
             f"(ratio {self.exp.unlabeled_ratio})",
+            "self_trained": f"{student}, distilled on the source data plus target text (ratio "
+            f"{self.exp.unlabeled_ratio}) with the teacher's most confident {self.exp.self_training_fraction:.0%} of "
+            f"each predicted class as hard labels ({self.exp.self_training_rounds} round(s))",
         }
         return {
             name: {

@@ -331,7 +331,7 @@ def _speed(facts: dict[str, Any]) -> list[str]:
 
 def _settings(facts: dict[str, Any]) -> list[str]:
     config, student, block = facts["config"], facts["student"], facts["block"]
-    adaptive = facts["model"] == "adaptive"
+    adaptive = facts["model"] in ("adaptive", "self_trained")
     ids = student.get("layer_ids")
     layers = (
         f"{ids} of {student.get('num_teacher_layers', '?')} ({student.get('architecture', 'same')})"
@@ -356,6 +356,11 @@ def _settings(facts: dict[str, Any]) -> list[str]:
         )
         if config.get("target_domain_weights"):
             unlabeled += f", weights {config['target_domain_weights']}"
+    if facts["model"] == "self_trained":
+        unlabeled += (
+            f"; the teacher's most confident {config.get('self_training_fraction')} of each predicted class there as "
+            f"hard labels, {config.get('self_training_rounds')} round(s)"
+        )
     rows = [
         ["teacher", f"`{facts['base_model'] or MISSING}` fine-tuned on the source domain(s)"],
         ["temperature", config.get("temperature", MISSING)],
@@ -435,6 +440,11 @@ def card_body(facts: dict[str, Any]) -> str:
     how = "knowledge distillation: the teacher's temperature-scaled soft targets mixed with the labels"
     if facts["model"] == "adaptive":
         how += ", on the source data plus the unlabeled text of the target domains"
+    elif facts["model"] == "self_trained":
+        how += (
+            ", on the source data plus the unlabeled text of the target domains, where the teacher's most confident "
+            "predictions also serve as hard labels (self-training)"
+        )
     elif facts["model"] == "baseline":
         how = "fine-tuning the teacher's layers and head on the labels, with no teacher term (the baseline)"
     intro = (
