@@ -326,6 +326,13 @@ def test_results_carry_intervals_and_paired_comparisons(experiment):
         assert scored[d]["class_counts"] == expected
     assert len(results["data"]["small_classes"]) == 3 * len(results["label_names"])
     assert "Few evaluation rows of a class" in report
+    # the student to ship is named from what needs no target label: source validation macro-F1 (the default)
+    chosen = results["chosen"]
+    assert chosen == block["chosen"] and chosen["by"] == "source_validation"
+    students = {m: block["summary"][m]["source_validation_macro_f1"] for m in ("baseline", "distilled", "adaptive")}
+    assert chosen["candidates"] == students and chosen["model"] == max(students, key=students.get)
+    assert all(0 <= v <= 1 for v in students.values()) and "teacher" not in chosen["candidates"]
+    assert f"**{chosen['model']}**" in report.split("## Chosen student")[1].split("##")[0]
 
 
 def test_seeds_train_every_stage_per_seed_and_are_reused(tmp_path):

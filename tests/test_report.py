@@ -359,3 +359,18 @@ def test_comparison_plot_draws_the_paired_differences(tmp_path):
     assert path and open(path, "rb").read()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_comparisons({"blocks": [{"name": "airline"}]}, str(tmp_path / "none.png")) is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_choose_student_needs_no_target_label():
+    from hfkd.evaluation.results import choose_student
+
+    summary = {
+        "teacher": {"source_validation_macro_f1": 0.9, "label_free_target_mean_macro_f1": 0.8},
+        "a": {"source_validation_macro_f1": 0.7, "label_free_target_mean_macro_f1": 0.6, "target_mean_macro_f1": 0.1},
+        "b": {"source_validation_macro_f1": 0.6, "label_free_target_mean_macro_f1": 0.65, "target_mean_macro_f1": 0.9},
+    }
+    assert choose_student(summary, "teacher", "source_validation")["model"] == "a"  # never the teacher
+    assert choose_student(summary, "teacher", "label_free")["model"] == "b"
+    assert choose_student({"teacher": {}}, "teacher", "label_free") is None
+    with pytest.raises(ValueError, match="select_student_by='target' is not valid"):
+        choose_student(summary, "teacher", "target")

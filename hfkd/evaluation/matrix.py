@@ -30,7 +30,7 @@ from ..models import (
     resolve_model_name_or_path,
 )
 from .label_free import atc_estimate, atc_threshold
-from .results import summarize
+from .results import choose_student, summarize
 from .statistics import block_uncertainty
 
 logger = logging.get_logger(__name__)
@@ -96,13 +96,18 @@ def mean_cell(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return mean
 
 
-def _atc_threshold(model, tokenizer, domains, source_domains, run: dict) -> float | None:
-    """The ATC confidence threshold of a model on the validation rows of its source domains (None without them)."""
+def _source_validation(model, tokenizer, domains, source_domains, run: dict) -> tuple[float | None, float | None]:
+    """A model on the validation rows of its source domains: its ATC confidence threshold and its macro-F1 (what a
+    student is chosen by before any target label is read); `(None, None)` without them."""
     sources = [d for d in domains if d in set(source_domains) and "validation" in domains[d]]
     if not sources:
-        return None
+        return None, None
     found = [predict(model, tokenizer, domains[d]["validation"], desc="Tokenizing for ATC", **run) for d in sources]
-    return atc_threshold(np.concatenate([p.logits for p in found]), np.concatenate([p.labels for p in found]))
+    logits, labels = np.concatenate([p.logits for p in found]), np.concatenate([p.labels for p in found])
+    scores = load_metric("classification").compute(
+        predictions=logits.argmax(-1), references=labels, num_labels=len(run["label_names"])
+    )
+    return atc_threshold(logits, labels), float(scores["macro_f1"])
 
 
 def evaluate_models(
@@ -117,6 +122,7 @@ def evaluate_models(
     accelerator: Accelerator | None = None,
     extra_metrics: Sequence[str] | None = None,
     return_predictions: bool = False,
+    select_by: str = "source_validation",
 ) -> dict[str, Any] | tuple[dict[str, Any], tuple[dict, dict]]:
     """Evaluate every model on the `split` of every domain; return one results block (see `hfkd.evaluation.results`).
 
@@ -127,6 +133,9 @@ def evaluate_models(
         domains: as returned by `load_domains` (untokenised), with one shared label space.
         teacher: the name of the reference model among `models` (evaluated first); students are the others.
         source_domains: the domains the models were trained on (in-domain); the others are targets.
+        select_by: how the block's `chosen` student is picked before any target label is read (see
+            [`choose_student`]): `"source_validation"` (macro-F1 on the sources' validation rows) or `"label_free"`
+            (the ATC estimate of the target-mean macro-F1).
 
     Returns:
         A dict with `source_domains`, `target_domains`, `domains`, `metrics` (model -> domain -> numbers, with their
@@ -142,16 +151,20 @@ def evaluate_models(
     metrics: dict[str, dict[str, Any]] = {}
     speed: dict[str, dict[str, Any]] = {}
     teacher_predictions: dict[str, Predictions] = {}
+    source_validation: dict[str, float] = {}
     references: dict[str, np.ndarray] = {}
     ids: dict[str, dict[str, np.ndarray]] = {}
     for name in order:
         entries = models[name] if isinstance(models[name], list) else [models[name]]  # one per training seed
         rows, seconds, cells, ids[name] = 0, 0.0, {domain: [] for domain in domains}, {}
         estimates: dict[str, list[dict[str, float]]] = {}
+        validation: list[float] = []
         for seed_index, entry in enumerate(entries):
             model, tokenizer = load_model_for_eval(entry, label_names) if isinstance(entry, str) else entry
             run = dict(label_names=label_names, max_length=max_length, batch_size=batch_size, accelerator=accelerator)
-            threshold = _atc_threshold(model, tokenizer, domains, source_domains, run)
+            threshold, validation_f1 = _source_validation(model, tokenizer, domains, source_domains, run)
+            if validation_f1 is not None:
+                validation.append(validation_f1)
             for domain, splits in domains.items():
                 predictions = predict(
                     model,
@@ -184,6 +197,8 @@ def evaluate_models(
             if isinstance(entry, str):
                 del model  # loaded here: free it before the next one
         metrics[name] = {domain: mean_cell(per_seed) for domain, per_seed in cells.items()}
+        if validation:
+            source_validation[name] = float(np.mean(validation))
         for domain, per_seed in estimates.items():
             metrics[name][domain]["label_free"] = mean_cell(per_seed)
         ids[name] = {domain: np.stack(per_seed) for domain, per_seed in ids[name].items()}  # (seeds, rows)
@@ -221,6 +236,9 @@ def evaluate_models(
             }  # fmt: skip
     for name, intervals in uncertainty["summary"].items():
         summary[name]["intervals"] = intervals
+    for name, figures in summary.items():
+        figures["source_validation_macro_f1"] = source_validation.get(name)
+        figures["label_free_target_mean_macro_f1"] = (figures.get("label_free") or {}).get("target_mean_macro_f1")
     block = {
         "source_domains": sources,
         "target_domains": targets,
@@ -231,5 +249,6 @@ def evaluate_models(
         "best": uncertainty["best"],
         "uncertainty": uncertainty["method"],
         "speed": speed,
+        "chosen": choose_student(summary, teacher, select_by),
     }
     return (block, (references, ids)) if return_predictions else block

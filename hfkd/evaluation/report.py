@@ -352,9 +352,42 @@ def _overall_section(results: dict, blocks: list[dict]) -> list[str]:
     return lines + _table("### Held-out macro-F1 per domain", ["held-out domain", *names], rows)
 
 
+CHOSEN_BY = {
+    "source_validation": "its macro-F1 on the source domains' validation rows",
+    "label_free": "the label-free (ATC) estimate of its target-mean macro-F1",
+}
+
+
+def chosen_section(results: dict) -> list[str]:
+    """The student a user would ship, named before any target label was read (`results["chosen"]`), and how it then
+    fared against the teacher on the targets (the paired comparison, with its interval)."""
+    chosen = results.get("chosen")
+    if not chosen:
+        return []
+    others = ", ".join(
+        f"{name} {format_score(value)}" for name, value in chosen["candidates"].items() if name != chosen["model"]
+    )
+    text = (
+        f"Chosen before reading any target label, by {CHOSEN_BY.get(chosen['by'], chosen['by'])}: "
+        f"**{chosen['model']}** ({format_score(chosen['value'])}" + (f"; {others}" if others else "") + ")."
+    )
+    teacher = results.get("teacher")
+    for c in results.get("comparisons") or []:
+        if (c.get("a"), c.get("b"), c.get("metric")) == (chosen["model"], teacher, "target_mean_macro_f1"):
+            words = {"better": "better than", "worse": "worse than"}.get(
+                c["verdict"], "not significantly different from"
+            )
+            text += (
+                f" On the targets it is {words} the teacher: {c['diff']:+.3f} target-mean macro-F1, 95 % interval "
+                f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}], p = {c['p']:.3f}."
+            )
+    return ["## Chosen student", "", text, ""]
+
+
 def render_report(results: dict) -> str:
     """The markdown of `report.md` for a results dict (see the module docstring); every number comes from it."""
     lines, blocks, loo = _intro(results), results.get("blocks") or [], results.get("mode") == "leave_one_out"
+    lines += chosen_section(results)
     if loo:
         lines += _overall_section(results, blocks)
     for block in blocks:  # one block: its tables at the top level; several: a section each

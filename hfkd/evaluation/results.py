@@ -93,6 +93,8 @@ def add_block(
     results["blocks"].append(block)
     results["models"] = models
     results["overall"] = overall_summary(results["blocks"])
+    by = (block.get("chosen") or {}).get("by")
+    results["chosen"] = choose_student(results["overall"], results.get("teacher"), by) if by else None
     add_overall_uncertainty(results, predictions)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results["wall_time_s"] = wall_time_s
@@ -191,6 +193,34 @@ def summarize(
                 figures[f"{key}_target_mean"] = _mean([cells[d].get(key) for d in target_domains])
         summary[name] = figures
     return summary
+
+
+SELECTION_FIGURES = {
+    "source_validation": "source_validation_macro_f1",
+    "label_free": "label_free_target_mean_macro_f1",
+}
+"""What a student can be chosen by before any target label is read: its macro-F1 on the validation rows of the source
+domains, or the label-free (ATC) estimate of its target-mean macro-F1."""
+
+
+def choose_student(summary: dict[str, dict[str, Any]], teacher: str | None, by: str) -> dict[str, Any] | None:
+    """
+    The student with the highest selection figure (see [`SELECTION_FIGURES`]) in a block's summary or the overall
+    one: `{"model", "by", "figure", "value", "candidates"}`, or `None` when no student has the figure. Every student
+    stays in the tables; this only names the one a user would ship without looking at target labels.
+    """
+    if by not in SELECTION_FIGURES:
+        raise ValueError(f"select_student_by={by!r} is not valid; set it to one of {sorted(SELECTION_FIGURES)}.")
+    figure = SELECTION_FIGURES[by]
+    candidates = {
+        name: figures[figure]
+        for name, figures in summary.items()
+        if name != teacher and isinstance(figures.get(figure), int | float)
+    }
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda name: candidates[name])
+    return {"model": best, "by": by, "figure": figure, "value": candidates[best], "candidates": candidates}
 
 
 def overall_summary(blocks: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | None]]:

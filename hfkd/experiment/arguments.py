@@ -124,6 +124,14 @@ class ExperimentArguments:
     intermediate_attention_weight: float = field(
         default=1.0, metadata={"help": "The 'intermediate' student: weight of its attention term (attention_loss)."}
     )
+    select_student_by: str = field(
+        default="source_validation",
+        metadata={
+            "help": "How the report names the student to ship, before any target label is read (every student stays "
+            "in the tables): 'source_validation' (highest macro-F1 on the sources' validation rows) or 'label_free' "
+            "(highest label-free ATC estimate of the target-mean macro-F1)."
+        },
+    )
     hub_student: str | None = field(
         default=None,
         metadata={
@@ -135,6 +143,7 @@ class ExperimentArguments:
     def __post_init__(self):
         check_choice("mode", self.mode, ("single", "leave_one_out"))
         check_eval_splits(self.target_eval_splits)
+        check_choice("select_student_by", self.select_student_by, ("source_validation", "label_free"))
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"seeds={self.seeds!r} must be a non-empty list of distinct integers, e.g. [42, 43, 44].")
         unknown = [m for m in self.models if m not in EXPERIMENT_MODELS]

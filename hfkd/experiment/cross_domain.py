@@ -427,6 +427,7 @@ class Experiment:
             accelerator=self.accelerator,
             extra_metrics=self.exp.extra_metrics,
             return_predictions=True,
+            select_by=self.exp.select_student_by,
         )
 
     @property
