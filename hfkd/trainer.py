@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 import torch
@@ -68,6 +69,12 @@ def check_vocabularies(
         )
 
 
+def _call_model_init(model_init) -> PreTrainedModel:
+    """A student from a `model_init` factory, called as `Trainer.call_model_init` calls it without a trial."""
+    params = inspect.signature(model_init).parameters
+    return model_init() if len(params) == 0 else model_init(None)
+
+
 def _has_teacher_logits(dataset: Any) -> bool:
     return TEACHER_LOGITS_COLUMN in (getattr(dataset, "column_names", None) or [])
 
@@ -121,8 +128,19 @@ class DistillationTrainer(Trainer):
                 f"DistillationTrainer needs DistillationArguments, got {type(args).__name__}; build the arguments "
                 "with hfkd.DistillationArguments(...) (it takes every TrainingArguments field)."
             )
-        if model is None:
-            raise ValueError("DistillationTrainer needs `model` (the student).")
+        model_init = kwargs.get("model_init")
+        if model is None and model_init is None:
+            raise ValueError(
+                "DistillationTrainer needs `model` (the student), or `model_init` (a factory of students)."
+            )
+        if model_init is not None and args.uses_intermediate_terms:
+            raise ValueError(
+                "model_init (a fresh student per hyperparameter trial) does not take intermediate terms, whose "
+                "projections belong to one student: set hidden_weight / attention_weight / embedding_weight to 0, or "
+                "pass `model`."
+            )
+        # the student the checks below look at (with model_init: one it makes; train() makes a fresh one per trial)
+        student = model if model is not None else _call_model_init(model_init)
         if teacher_model is None and not _has_teacher_logits(kwargs.get("train_dataset")):
             raise ValueError(
                 "DistillationTrainer needs `teacher_model`, or a train_dataset with a precomputed "
@@ -130,8 +148,8 @@ class DistillationTrainer(Trainer):
             )
         self._teacher_label_index = None
         if teacher_model is not None:
-            self._teacher_label_index = align_label_spaces(teacher_model, model)
-            check_vocabularies(teacher_model, model, teacher_processing_class, kwargs.get("processing_class"))
+            self._teacher_label_index = align_label_spaces(teacher_model, student)
+            check_vocabularies(teacher_model, student, teacher_processing_class, kwargs.get("processing_class"))
         self.kd_loss_fn = get_distillation_loss(args.distillation_loss)
         self.intermediate = None
         self._projected_student = None
@@ -355,6 +373,7 @@ class DistillationTrainer(Trainer):
         owns no parameters, so the optimizer holds the student's parameters (projections included) in the same order
         as without it, and older checkpoints' optimizer states still load.
         """
+        self._loss_sums["train"] = self._zero_sums()  # a new train() (e.g. the next trial) logs only its own steps
         if self._projected_student is None:
             return super()._prepare_for_training(max_steps, train_dataloader, resume_from_checkpoint)
         student = self.model

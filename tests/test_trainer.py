@@ -226,3 +226,37 @@ def test_unlabeled_rows_get_kl_only(tmp_path, tokenizer, tokenized, tiny_teacher
     (0.5 * soft_target_kl(logits, t, 2.0) + 0.5 * ce_labelled).backward()
     for name, grad in _grads(student).items():
         torch.testing.assert_close(got[name], grad, atol=1e-6, rtol=1e-5)
+
+
+def test_model_init_makes_a_fresh_student_for_every_train(tmp_path, tokenizer, tokenized, tiny_teacher):
+    # hyperparameter search: Trainer calls model_init at the start of every train(); the checks against the teacher
+    # run on one student it makes, and the loss parts logged by a train() are its own steps' only
+    made = []
+
+    def model_init():
+        made.append(tiny_bert(num_layers=1, seed=1))
+        return made[-1]
+
+    trainer = DistillationTrainer(
+        model_init=model_init,
+        teacher_model=tiny_teacher,
+        args=make_args(tmp_path),
+        train_dataset=tokenized(16),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    first_logs = [log for log in trainer.state.log_history if "loss_kd" in log]
+    trainer.train()
+    assert len(made) >= 3 and trainer.model is made[-1]  # the probe, Trainer's own, one per train()
+    second_logs = [log for log in trainer.state.log_history if "loss_kd" in log]
+    assert second_logs[0]["loss_kd"] == pytest.approx(first_logs[0]["loss_kd"], rel=1e-5)  # same start, own sums
+    with pytest.raises(ValueError, match="model_init .* does not take intermediate terms"):
+        DistillationTrainer(
+            model_init=model_init,
+            teacher_model=tiny_teacher,
+            args=make_args(tmp_path, hidden_weight=1.0),
+            train_dataset=tokenized(16),
+            processing_class=tokenizer,
+        )
+    with pytest.raises(ValueError, match="needs `model` .* or `model_init`"):
+        DistillationTrainer(teacher_model=tiny_teacher, args=make_args(tmp_path), train_dataset=tokenized(16))
