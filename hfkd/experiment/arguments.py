@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 
 from ..arguments import check_choice, check_eval_splits, check_range, target_eval_splits_field
 
-EXPERIMENT_MODELS = ("teacher", "baseline", "distilled", "adaptive", "self_trained", "intermediate")
+EXPERIMENT_MODELS = ("teacher", "baseline", "distilled", "adaptive", "self_trained", "intermediate", "multi_teacher")
 """The models of a cross-domain experiment, in the order they are trained and shown."""
 
 
 DEFAULT_EXPERIMENT_MODELS = EXPERIMENT_MODELS[:4]
-STUDENT_MODELS = ("adaptive", "self_trained", "distilled", "intermediate", "baseline")
+STUDENT_MODELS = ("adaptive", "self_trained", "distilled", "multi_teacher", "intermediate", "baseline")
 """The students, in the order `hub_student` and `hfkd push` prefer them by default."""
 
 
@@ -68,8 +68,9 @@ class ExperimentArguments:
             "help": f"Which models to train and compare, any of {list(EXPERIMENT_MODELS)} ('self_trained': the "
             "adaptive student plus the teacher's confident predictions on the target text as hard labels, see "
             "self_training_*; 'intermediate': the distilled student with hidden-state and attention terms, see "
-            "intermediate_*_weight). The teacher is always needed (trained here, or given with "
-            "teacher_model_name_or_path)."
+            "intermediate_*_weight; 'multi_teacher': distilled from one teacher per source domain, their soft "
+            "targets combined per row, see multi_teacher_weighting). The teacher is always needed (trained here, or "
+            "given with teacher_model_name_or_path)."
         },
     )
     teacher_num_train_epochs: float | None = field(
@@ -118,6 +119,14 @@ class ExperimentArguments:
             "by the student of round r (the soft targets stay the teacher's). Each round is a reused stage."
         },
     )
+    multi_teacher_weighting: str = field(
+        default="mean",
+        metadata={
+            "help": "The 'multi_teacher' student (two or more source domains): how the soft targets of the per-domain "
+            "teachers are combined per row: 'mean' (equal weights) or 'confidence' (each teacher weighted by its "
+            "highest class probability on the row)."
+        },
+    )
     intermediate_hidden_weight: float = field(
         default=1.0, metadata={"help": "The 'intermediate' student: weight of its hidden-state term (hidden_loss)."}
     )
@@ -144,6 +153,7 @@ class ExperimentArguments:
         check_choice("mode", self.mode, ("single", "leave_one_out"))
         check_eval_splits(self.target_eval_splits)
         check_choice("select_student_by", self.select_student_by, ("source_validation", "label_free"))
+        check_choice("multi_teacher_weighting", self.multi_teacher_weighting, ("mean", "confidence"))
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"seeds={self.seeds!r} must be a non-empty list of distinct integers, e.g. [42, 43, 44].")
         unknown = [m for m in self.models if m not in EXPERIMENT_MODELS]

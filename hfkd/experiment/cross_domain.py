@@ -9,6 +9,8 @@ One *block* trains on the source domain(s) and evaluates on every domain:
 4. `adaptive`: the same, plus unlabeled training text of the target domains (those rows only get the KL term);
    `self_trained` (opt-in): `adaptive`, with the teacher's confident predictions on that text as hard labels
    (class-balanced, `hfkd.self_training`); `intermediate` (opt-in): `distilled` plus hidden-state and attention terms;
+   `multi_teacher` (opt-in, two or more sources): `distilled` from one teacher per source domain (each trained once
+   per run, shared by the blocks), their soft targets combined per row (`hfkd.multi_teacher`);
 5. every model evaluated on every domain ([`evaluate_models`]): a source on its test split (capped by
    `max_eval_samples`), a target on all the rows of its `target_eval_splits` (validation and test by default: its
    labels are never trained or selected on).
@@ -47,11 +49,13 @@ from ..hub.push import HubError, push_student, warn_if_push_will_fail
 from ..inference import predict
 from ..losses import IGNORE_INDEX
 from ..models import load_classifier, load_teacher, load_tokenizer, set_loading_policy
+from ..multi_teacher import combine_teacher_logits
 from ..parser import config_to_dict
 from ..pipelines.distill import attach_teacher_logits, build_student, train_student, warn_if_teacher_online
 from ..pipelines.finetune import LOOP_STATE_FILE, FinetuneArguments, ModelArguments, make_accelerator, train_classifier
 from ..run_files import last_complete_checkpoint, redact, write_run_info
 from ..self_training import class_balanced_pseudo_labels
+from ..teacher_logits import TEACHER_LOGITS_COLUMN
 from .arguments import STUDENT_MODELS, ExperimentArguments, parse_domain_weights
 from .stages import run_stage
 
@@ -314,6 +318,8 @@ class Experiment:
             for stage in ("distilled", "adaptive", "self_trained", "intermediate"):
                 if stage in self.exp.models:
                     seed_stages[stage] = self.student_stage(stage, block, teacher, args)
+            if "multi_teacher" in self.exp.models:
+                seed_stages["multi_teacher"] = self.multi_teacher_stage(block, teacher, args)
             for model, stage in seed_stages.items():
                 runs.setdefault(model, []).append(stage | {"seed": seed})
         # a model's stage is that of the first seed, plus the list of every seed's when there are several
@@ -410,6 +416,52 @@ class Experiment:
             name = stage if r == rounds else f"{stage}-round{r}"
             labeler = self._stage(name, block.folder, dict(key), train, args.seed)
         return labeler
+
+    def source_teachers(self, block: Block, args: DistillationArguments) -> list[dict[str, Any]]:
+        """One teacher per source domain of the block, fine-tuned on that domain alone like the block's teacher on all
+        of them. Kept in `<output_dir>/single-source/`: a domain's teacher is trained once per seed and shared by every
+        block that has it among its sources (in leave-one-out, all but one)."""
+        folder = os.path.join(self.args.output_dir, "single-source")
+        return [
+            self.teacher_stage(
+                dataclasses.replace(
+                    block,
+                    name=domain,
+                    sources=[domain],
+                    folder=folder,
+                    data_key=block.data_key | {"sources": {domain: self.fingerprints[domain]}},
+                ),
+                args,
+            )
+            for domain in block.sources
+        ]
+
+    def multi_teacher_stage(self, block: Block, teacher: dict[str, Any], args: DistillationArguments) -> dict:
+        """6. `multi_teacher`: the student cut from the block's teacher (as `distilled`), distilled on the source data
+        from the per-domain teachers' soft targets combined per row (`multi_teacher_weighting`)."""
+        if len(block.sources) < 2:
+            raise ValueError(
+                f"models has 'multi_teacher', which needs two or more source domains, but block {block.name!r} has "
+                f"{block.sources}; use mode leave_one_out or name several source_domains, or drop 'multi_teacher'."
+            )
+        if args.teacher_model_name_or_path:
+            raise ValueError(
+                "models has 'multi_teacher', which fine-tunes one teacher per source domain, but "
+                "teacher_model_name_or_path gives one ready teacher; unset it or drop 'multi_teacher'."
+            )
+        teachers = self.source_teachers(block, args)
+        key = {
+            "stage": "multi_teacher",
+            "teacher": teacher["hash"],
+            "data": block.data_key,
+            "student": self.student_key,
+        }
+        key["training"] = training_key(args)
+        key["teachers"] = {t["hash"]: d for t, d in zip(teachers, block.sources, strict=True)}
+        key["weighting"] = self.exp.multi_teacher_weighting
+        paths = [t["path"] for t in teachers]
+        train = functools.partial(self._distill_multi, block, teacher["path"], paths, args)
+        return self._stage("multi_teacher", block.folder, key, train, args.seed) | {"teachers": paths}
 
     def evaluate_block(self, block: Block, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         """Every model of the block, each of its seeds, on every domain of it (`hfkd.evaluation.evaluate_models`)."""
@@ -539,6 +591,52 @@ class Experiment:
         gc.collect()
         return metrics
 
+    def _distill_multi(
+        self,
+        block: Block,
+        teacher_path: str,
+        teacher_paths: list[str],
+        base_args: DistillationArguments,
+        folder: str,
+        resume: bool,
+    ) -> dict[str, Any]:
+        """Distil the student cut from the block's teacher from the combined soft targets of `teacher_paths` (one per
+        source domain), computed once on the source train and validation rows and attached as the cached-logit
+        column."""
+        args = dataclasses.replace(
+            base_args, output_dir=folder, resume_from_checkpoint=_last(folder), teacher_model_name_or_path=None
+        )
+        init, init_tokenizer = self._load_teacher(teacher_path)
+        student, tokenizer = build_student(init, init_tokenizer, self.student_args, args, self.labels)
+        del init
+        sources = {d: block.domains[d] for d in block.sources}
+        first = PartialState().main_process_first
+        splits = tokenize_source_splits(sources, tokenizer, self.data_args.max_length, first)
+        attached = []
+        for split, tokenized in (("train", splits.train), ("validation", splits.validation)):
+            rows = concatenate_datasets([table[split] for table in sources.values()])  # the order of `tokenized`
+            logits = []
+            for path in teacher_paths:
+                model, model_tokenizer = self._load_teacher(path)
+                found = predict(
+                    model,
+                    model_tokenizer,
+                    rows,
+                    label_names=self.labels,
+                    max_length=self.data_args.max_length,
+                    batch_size=self.args.per_device_eval_batch_size,
+                    desc=f"Tokenizing {split} rows for a source teacher",
+                )
+                logits.append(found.logits)
+                del model
+            combined = combine_teacher_logits(logits, self.exp.multi_teacher_weighting)
+            attached.append(tokenized.add_column(TEACHER_LOGITS_COLUMN, combined.tolist()))
+        metrics = train_student(student, tokenizer, None, None, attached[0], attached[1], args)
+        metrics["teachers"] = len(teacher_paths)
+        del student
+        gc.collect()
+        return metrics
+
     def pseudo_label(self, unlabeled: Dataset, labeler: str) -> tuple[Dataset, int]:
         """The unlabeled rows with the class-balanced confident predictions of the model at `labeler` as their labels
         (`IGNORE_INDEX` where it is not confident enough); and how many rows got one."""
@@ -578,6 +676,9 @@ class Experiment:
             f"layer map {self.args.layer_map}",
             "adaptive": f"{student}, distilled on the source data plus unlabeled target text "
             f"(ratio {self.exp.unlabeled_ratio})",
+            "multi_teacher": f"{student}, distilled on the source data from one teacher per source domain (each "
+            f"fine-tuned on that domain alone), their soft targets combined per row "
+            f"({self.exp.multi_teacher_weighting})",
             "self_trained": f"{student}, distilled on the source data plus target text (ratio "
             f"{self.exp.unlabeled_ratio}) with the teacher's most confident {self.exp.self_training_fraction:.0%} of "
             f"each predicted class as hard labels ({self.exp.self_training_rounds} round(s))",

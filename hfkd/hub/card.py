@@ -440,6 +440,8 @@ def card_body(facts: dict[str, Any]) -> str:
     how = "knowledge distillation: the teacher's temperature-scaled soft targets mixed with the labels"
     if facts["model"] == "adaptive":
         how += ", on the source data plus the unlabeled text of the target domains"
+    elif facts["model"] == "multi_teacher":
+        how += ", from one teacher per source domain, their soft targets combined per row"
     elif facts["model"] == "self_trained":
         how += (
             ", on the source data plus the unlabeled text of the target domains, where the teacher's most confident "
