@@ -84,6 +84,16 @@ def target_eval_splits_field() -> list[str]:
     )
 
 
+def max_target_eval_samples_field() -> int | None:
+    return field(
+        default=None,
+        metadata={
+            "help": "Cap a target domain's scored rows too (a seeded random subset): quick runs and tests. Default: "
+            "every row of its target_eval_splits."
+        },
+    )
+
+
 def check_eval_splits(target_eval_splits: Sequence[str], name: str = "target_eval_splits") -> None:
     """`ValueError` naming the field unless it is a non-empty list of distinct `validation`/`test`."""
     values = list(target_eval_splits or [])

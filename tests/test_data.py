@@ -488,6 +488,8 @@ def test_targets_are_scored_on_validation_and_test_sources_on_their_capped_test(
         scored = view[name][EVALUATION_SPLIT]
         assert list(scored["text"]) == [*tweets[name]["validation"]["text"], *tweets[name]["test"]["text"]]
         assert scored.num_rows > 20 and not set(scored["text"]) & set(tweets[name]["train"]["text"])
+    few = evaluation_splits(tweets, ["apple"], max_target_eval_samples=7, split_seed=42)["coachella"][EVALUATION_SPLIT]
+    assert few.num_rows == 7 and set(few["text"]) <= set(view["coachella"][EVALUATION_SPLIT]["text"])
     only_test = evaluation_splits(tweets, ["apple"], ["test"])
     assert only_test["coachella"][EVALUATION_SPLIT]["text"] == tweets["coachella"]["test"]["text"]
     with pytest.raises(ValueError, match=r"target_eval_splits=\['train'\] must name distinct splits"):

@@ -522,17 +522,26 @@ def cap_eval_splits(
     if max_eval_samples is None:
         return domains
     _check_args(0.1, 0.1, None, max_eval_samples)
+    return {
+        name: DatasetDict(
+            {
+                split: _cap_table(table, max_eval_samples, split_seed, deduplicate)
+                if split in ("validation", "test")
+                else table
+                for split, table in splits.items()
+            }
+        )
+        for name, splits in domains.items()
+    }
+
+
+def _cap_table(table: Dataset, limit: int | None, split_seed: int, deduplicate: bool) -> Dataset:
+    """At most `limit` rows of `table`: those with the smallest split keys (as `_cap`), in their order."""
+    if limit is None or table.num_rows <= limit:
+        return table
     key_of = dedup_key if deduplicate else str
-    capped = {}
-    for name, splits in domains.items():
-        kept = {}
-        for split, table in splits.items():
-            if split in ("validation", "test") and table.num_rows > max_eval_samples:
-                keys = [(split_key(key_of(text), split_seed), i) for i, text in enumerate(table["text"])]
-                table = table.select(sorted(i for _, i in sorted(keys)[:max_eval_samples]))
-            kept[split] = table
-        capped[name] = DatasetDict(kept)
-    return capped
+    keys = [(split_key(key_of(text), split_seed), i) for i, text in enumerate(table["text"])]
+    return table.select(sorted(i for _, i in sorted(keys)[:limit]))
 
 
 EVALUATION_SPLIT = "evaluation"
@@ -545,6 +554,7 @@ def evaluation_splits(
     target_eval_splits: Sequence[str] = ("validation", "test"),
     max_eval_samples: int | None = None,
     *,
+    max_target_eval_samples: int | None = None,
     split_seed: int = 42,
     deduplicate: bool = True,
 ) -> dict[str, DatasetDict]:
@@ -560,6 +570,8 @@ def evaluation_splits(
         target_eval_splits (`Sequence[str]`, *optional*, defaults to `("validation", "test")`): the splits of a target
             that are scored; `("test",)` scores targets like sources (uncapped).
         max_eval_samples, split_seed, deduplicate: see [`cap_eval_splits`].
+        max_target_eval_samples (`int`, *optional*): cap a target's scored rows too, the same seeded way (quick runs
+            and tests; the intervals widen accordingly).
     """
     check_eval_splits(target_eval_splits)
     capped = cap_eval_splits(domains, max_eval_samples, split_seed=split_seed, deduplicate=deduplicate)
@@ -569,6 +581,7 @@ def evaluation_splits(
             rows = capped[name]["test"]
         else:
             rows = datasets.concatenate_datasets([splits[s] for s in target_eval_splits])
+            rows = _cap_table(rows, max_target_eval_samples, split_seed, deduplicate)
         view[name] = DatasetDict({"validation": capped[name]["validation"], EVALUATION_SPLIT: rows})
     return view
 

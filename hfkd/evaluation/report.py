@@ -139,7 +139,8 @@ def _scored_rows(results: dict) -> str:
                 cap = info.get("capped_at")
                 sources.add(f"{splits} split" + (f" (at most {cap} rows)" if cap else ""))
             else:
-                targets.add(f"{splits} rows")
+                cap = info.get("capped_at")
+                targets.add(f"{splits} rows" + (f" (at most {cap})" if cap else ""))
     if not sources and not targets:
         return ""
     text = f" A source domain is scored on its {', '.join(sorted(sources))}" if sources else ""

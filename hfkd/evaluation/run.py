@@ -16,7 +16,13 @@ import numpy as np
 from accelerate import Accelerator, PartialState
 from datasets import Dataset
 
-from ..arguments import allow_pickle_weights_field, check_eval_splits, check_range, target_eval_splits_field
+from ..arguments import (
+    allow_pickle_weights_field,
+    check_eval_splits,
+    check_range,
+    max_target_eval_samples_field,
+    target_eval_splits_field,
+)
 from ..data.domains import EVALUATION_SPLIT, class_counts, evaluation_splits, small_classes
 from ..data.reading import FILE_FORMATS, read_file
 from ..data.source import load_data
@@ -55,6 +61,7 @@ class EvaluationArguments:
         metadata={"help": "Domains to evaluate on (besides source_domains, shown as in-domain). Default: all."},
     )
     target_eval_splits: list[str] = target_eval_splits_field()
+    max_target_eval_samples: int | None = max_target_eval_samples_field()
     output_dir: str = field(default="runs/evaluate", metadata={"help": "Where results.json and report.md go."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
     extra_metrics: list[str] | None = field(
@@ -75,6 +82,7 @@ class EvaluationArguments:
             raise ValueError("model_paths is empty; pass e.g. --model_paths teacher=runs/t student=runs/s.")
         check_range("per_device_eval_batch_size", self.per_device_eval_batch_size, 1)
         check_eval_splits(self.target_eval_splits)
+        check_range("max_target_eval_samples", self.max_target_eval_samples, 1)
 
 
 def parse_model_paths(entries: Sequence[str]) -> dict[str, str]:
@@ -117,6 +125,7 @@ def run_evaluation(eval_args, data_args, command: str | None = None) -> dict[str
         sources,
         eval_args.target_eval_splits,
         data_args.max_eval_samples,
+        max_target_eval_samples=eval_args.max_target_eval_samples,
         split_seed=data_args.split_seed,
         deduplicate=data_args.deduplicate,
     )
@@ -161,7 +170,7 @@ def run_evaluation(eval_args, data_args, command: str | None = None) -> dict[str
     scored = {
         d: {
             "splits": ["test"] if d in sources else list(eval_args.target_eval_splits),
-            "capped_at": data_args.max_eval_samples if d in sources else None,
+            "capped_at": data_args.max_eval_samples if d in sources else eval_args.max_target_eval_samples,
             "n": domains[d][EVALUATION_SPLIT].num_rows,
             "class_counts": counts[d][EVALUATION_SPLIT],
         }

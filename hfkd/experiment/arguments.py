@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..arguments import check_choice, check_eval_splits, check_range, target_eval_splits_field
+from ..arguments import (
+    check_choice,
+    check_eval_splits,
+    check_range,
+    max_target_eval_samples_field,
+    target_eval_splits_field,
+)
 
 EXPERIMENT_MODELS = ("teacher", "baseline", "distilled", "adaptive", "self_trained", "intermediate", "multi_teacher")
 """The models of a cross-domain experiment, in the order they are trained and shown."""
@@ -54,6 +60,7 @@ class ExperimentArguments:
         },
     )
     target_eval_splits: list[str] = target_eval_splits_field()
+    max_target_eval_samples: int | None = max_target_eval_samples_field()
     seeds: list[int] | None = field(
         default=None,
         metadata={
@@ -152,6 +159,7 @@ class ExperimentArguments:
     def __post_init__(self):
         check_choice("mode", self.mode, ("single", "leave_one_out"))
         check_eval_splits(self.target_eval_splits)
+        check_range("max_target_eval_samples", self.max_target_eval_samples, 1)
         check_choice("select_student_by", self.select_student_by, ("source_validation", "label_free"))
         check_choice("multi_teacher_weighting", self.multi_teacher_weighting, ("mean", "confidence"))
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):

@@ -245,6 +245,7 @@ class Experiment:
                 sources,
                 self.exp.target_eval_splits,
                 data.max_eval_samples,
+                max_target_eval_samples=self.exp.max_target_eval_samples,
                 split_seed=data.split_seed,
                 deduplicate=data.deduplicate,
             )
@@ -339,7 +340,7 @@ class Experiment:
         domains = {
             d: {
                 "splits": ["test"] if d in block.sources else list(self.exp.target_eval_splits),
-                "capped_at": cap if d in block.sources else None,
+                "capped_at": cap if d in block.sources else self.exp.max_target_eval_samples,
                 "n": block.evaluation[d][EVALUATION_SPLIT].num_rows,
                 "class_counts": counts[d][EVALUATION_SPLIT],
             }
