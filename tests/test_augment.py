@@ -187,3 +187,22 @@ def test_augmented_rows_are_unlabeled_and_concatenate_with_the_data():
     rows = rows.remove_columns(["augmented_from", "augmentation"])
     both = concatenate_datasets([data.cast_column("label", Value("int64")), rows])
     assert both.num_rows == 16 + rows.num_rows
+
+
+def test_augmented_student_of_an_experiment_learns_soft_targets_on_more_text(experiment):
+    from .conftest import run_experiment
+
+    tmp_path, _ = experiment  # the session's tiny experiment: its teacher and distilled student are reused
+    results = run_experiment(tmp_path, "--models", "teacher", "distilled", "augmented", "--augment_factor", "1")
+    block = results["blocks"][0]
+    stages = block["stages"]
+    assert stages["teacher"]["reused"] and stages["distilled"]["reused"] and not stages["augmented"]["reused"]
+    source_rows = results["data"]["rows"]["air"]["train"]
+    made = stages["augmented"]["train"]["augmented_rows"]
+    assert 0.8 * source_rows <= made <= source_rows  # one per text, fewer where a method found nothing new
+    # the augmented rows are trained on: more optimizer steps than the distilled student, same batch size
+    assert stages["augmented"]["train"]["global_step"] > stages["distilled"]["train"]["global_step"]
+    assert ("augmented", "distilled") in {(c["a"], c["b"]) for c in block["comparisons"]}
+    assert "augmented cop" in results["models"]["augmented"]["description"]
+    with pytest.raises(ValueError, match="augment_methods has mlm_replace but augment_mlm_model is not set"):
+        run_experiment(tmp_path, "--models", "teacher", "augmented", "--augment_methods", "mlm_replace")

@@ -12,12 +12,21 @@ from ..arguments import (
     target_eval_splits_field,
 )
 
-EXPERIMENT_MODELS = ("teacher", "baseline", "distilled", "adaptive", "self_trained", "intermediate", "multi_teacher")
+EXPERIMENT_MODELS = (
+    "teacher",
+    "baseline",
+    "distilled",
+    "adaptive",
+    "self_trained",
+    "augmented",
+    "intermediate",
+    "multi_teacher",
+)
 """The models of a cross-domain experiment, in the order they are trained and shown."""
 
 
 DEFAULT_EXPERIMENT_MODELS = EXPERIMENT_MODELS[:4]
-STUDENT_MODELS = ("adaptive", "self_trained", "distilled", "multi_teacher", "intermediate", "baseline")
+STUDENT_MODELS = ("adaptive", "self_trained", "distilled", "augmented", "multi_teacher", "intermediate", "baseline")
 """The students, in the order `hub_student` and `hfkd push` prefer them by default."""
 
 
@@ -76,8 +85,9 @@ class ExperimentArguments:
             "adaptive student plus the teacher's confident predictions on the target text as hard labels, see "
             "self_training_*; 'intermediate': the distilled student with hidden-state and attention terms, see "
             "intermediate_*_weight; 'multi_teacher': distilled from one teacher per source domain, their soft "
-            "targets combined per row, see multi_teacher_weighting). The teacher is always needed (trained here, or "
-            "given with teacher_model_name_or_path)."
+            "targets combined per row, see multi_teacher_weighting; 'augmented': distilled on the source data plus "
+            "augmented copies of its text, soft targets only, see augment_*). The teacher is always needed "
+            "(trained here, or given with teacher_model_name_or_path)."
         },
     )
     teacher_num_train_epochs: float | None = field(
@@ -126,6 +136,27 @@ class ExperimentArguments:
             "by the student of round r (the soft targets stay the teacher's). Each round is a reused stage."
         },
     )
+    augment_factor: float = field(
+        default=1.0,
+        metadata={
+            "help": "The 'augmented' student: augmented texts made per source training text (soft targets only; "
+            "the student takes that many more optimizer steps)."
+        },
+    )
+    augment_methods: list[str] = field(
+        default_factory=lambda: ["span_drop", "sentence_mix"],
+        metadata={
+            "help": "The 'augmented' student: any of mlm_replace (needs augment_mlm_model), span_drop, sentence_mix "
+            "(see hfkd.augment)."
+        },
+    )
+    augment_mlm_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "The masked LM that mlm_replace samples words from: a folder written by hfkd.adaptation."
+            "adapt_encoder (its mlm/), or any checkpoint with a trained masked-LM head."
+        },
+    )
     multi_teacher_weighting: str = field(
         default="mean",
         metadata={
@@ -162,6 +193,14 @@ class ExperimentArguments:
         check_range("max_target_eval_samples", self.max_target_eval_samples, 1)
         check_choice("select_student_by", self.select_student_by, ("source_validation", "label_free"))
         check_choice("multi_teacher_weighting", self.multi_teacher_weighting, ("mean", "confidence"))
+        check_range("augment_factor", self.augment_factor, 0, low_open=True, hint="use e.g. 1.0")
+        for method in self.augment_methods:
+            check_choice("augment_methods", method, ("mlm_replace", "span_drop", "sentence_mix"))
+        if "mlm_replace" in self.augment_methods and "augmented" in self.models and not self.augment_mlm_model:
+            raise ValueError(
+                "augment_methods has mlm_replace but augment_mlm_model is not set; give the folder of an adapted "
+                "encoder (hfkd.adaptation.adapt_encoder) or a checkpoint with a masked-LM head, or drop mlm_replace."
+            )
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"seeds={self.seeds!r} must be a non-empty list of distinct integers, e.g. [42, 43, 44].")
         unknown = [m for m in self.models if m not in EXPERIMENT_MODELS]

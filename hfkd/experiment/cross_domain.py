@@ -35,6 +35,7 @@ from datasets import Dataset, DatasetDict, Value, concatenate_datasets
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.utils import logging
 
+from ..augment import augment_dataset
 from ..data.arguments import DataArguments
 from ..data.domains import EVALUATION_SPLIT, cap_eval_splits, class_counts, evaluation_splits, small_classes
 from ..data.source import domain_label_names, load_data, tokenize_source_splits
@@ -316,7 +317,7 @@ class Experiment:
             seed_stages = {"teacher": teacher}
             if "baseline" in self.exp.models:
                 seed_stages["baseline"] = self.baseline_stage(block, teacher, args)
-            for stage in ("distilled", "adaptive", "self_trained", "intermediate"):
+            for stage in ("distilled", "adaptive", "self_trained", "augmented", "intermediate"):
                 if stage in self.exp.models:
                     seed_stages[stage] = self.student_stage(stage, block, teacher, args)
             if "multi_teacher" in self.exp.models:
@@ -403,8 +404,16 @@ class Experiment:
                 "ratio": self.exp.unlabeled_ratio,
                 "weights": self.weights,
             }
+        if stage == "augmented":
+            key["augment"] = {
+                "factor": self.exp.augment_factor,
+                "methods": list(self.exp.augment_methods),
+                "mlm_model": model_fingerprint(self.exp.augment_mlm_model) if self.exp.augment_mlm_model else None,
+            }
         if stage != "self_trained":
-            train = functools.partial(self._distill, block, teacher["path"], unlabeled, stage_args)
+            train = functools.partial(
+                self._distill, block, teacher["path"], unlabeled, stage_args, augment=stage == "augmented"
+            )
             return self._stage(stage, block.folder, key, train, args.seed)
         labeler, rounds = teacher, self.exp.self_training_rounds
         for r in range(1, rounds + 1):
@@ -547,6 +556,7 @@ class Experiment:
         folder: str,
         resume: bool,
         labeler: str | None = None,
+        augment: bool = False,
     ) -> dict[str, Any]:
         """Distil a student of the block from the teacher at `teacher_path` into `folder`; `adaptive` adds the
         targets' unlabeled training text (soft targets only), which the model at `labeler` (self-training) gives
@@ -562,6 +572,17 @@ class Experiment:
         first = PartialState().main_process_first
         splits = tokenize_source_splits({d: domains[d] for d in sources}, tokenizer, max_length, first, cache)
         train, validation = splits.train, splits.validation
+        if augment:
+            made = self.augmented_rows({d: domains[d]["train"] for d in sources}, args.seed)
+            logger.info(f"Augmented student: {len(train)} labelled source rows + {len(made)} augmented rows")
+            with PartialState().main_process_first():
+                made = made.map(
+                    lambda batch: tokenizer(batch["text"], truncation=True, max_length=self.data_args.max_length),
+                    batched=True,
+                    remove_columns=[] if cache else ["text"],
+                    desc="Tokenizing augmented text",
+                ).rename_column("label", "labels")
+            train = concatenate_datasets([train.cast_column("labels", Value("int64")), made]).shuffle(seed=args.seed)
         if adaptive:
             unlabeled, counts = unlabeled_target_rows(
                 domains, sources, targets, self.exp.unlabeled_ratio, self.weights, seed=args.seed
@@ -588,6 +609,8 @@ class Experiment:
             metrics["unlabeled_rows"] = counts
         if labeler is not None:
             metrics["pseudo_labelled_rows"] = kept
+        if augment:
+            metrics["augmented_rows"] = len(made)
         del teacher, student
         gc.collect()
         return metrics
@@ -638,6 +661,15 @@ class Experiment:
         gc.collect()
         return metrics
 
+    def augmented_rows(self, tables: dict[str, Dataset], seed: int) -> Dataset:
+        """Augmented copies of the source training text (`hfkd.augment`), made per domain so that sentence_mix never
+        joins two domains; labels `IGNORE_INDEX` (soft targets only)."""
+        kwargs = dict(methods=tuple(self.exp.augment_methods), seed=seed, max_length=self.data_args.max_length)
+        if self.exp.augment_mlm_model:
+            kwargs["mlm_model"] = self.exp.augment_mlm_model
+        parts = [augment_dataset(table, self.exp.augment_factor, **kwargs) for table in tables.values()]
+        return concatenate_datasets(parts)
+
     def pseudo_label(self, unlabeled: Dataset, labeler: str) -> tuple[Dataset, int]:
         """The unlabeled rows with the class-balanced confident predictions of the model at `labeler` as their labels
         (`IGNORE_INDEX` where it is not confident enough); and how many rows got one."""
@@ -677,6 +709,9 @@ class Experiment:
             f"layer map {self.args.layer_map}",
             "adaptive": f"{student}, distilled on the source data plus unlabeled target text "
             f"(ratio {self.exp.unlabeled_ratio})",
+            "augmented": f"{student}, distilled on the source data plus {self.exp.augment_factor:g} augmented "
+            f"cop{'y' if self.exp.augment_factor == 1 else 'ies'} of each source text "
+            f"({', '.join(self.exp.augment_methods)}; soft targets only)",
             "multi_teacher": f"{student}, distilled on the source data from one teacher per source domain (each "
             f"fine-tuned on that domain alone), their soft targets combined per row "
             f"({self.exp.multi_teacher_weighting})",
