@@ -18,6 +18,14 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedModel
 from transformers.utils import logging
 
+from .data.long_text import (
+    DEFAULT_OPTIONS,
+    WINDOW_ROW,
+    LongTextOptions,
+    average_windows,
+    tokenize_texts,
+    tokenize_windows,
+)
 from .models import forward_argument_names
 
 logger = logging.get_logger(__name__)
@@ -47,6 +55,7 @@ def predict(
     accelerator: Accelerator | None = None,
     autocast_dtype: torch.dtype | None = None,
     desc: str = "Tokenizing for evaluation",
+    long_text_options: LongTextOptions | None = None,
 ) -> Predictions:
     """Logits of `model` on an untokenised `dataset` (`text`, and `label` if any), columns in the order of
     `label_names`.
@@ -56,20 +65,41 @@ def predict(
     `seconds` compares models fairly. With an `accelerator` the rows are sharded over its processes and gathered
     back, under its autocast; without one, this process runs every row, under `autocast_dtype` on a GPU if given.
     Rows without a `label` column get label -1.
+
+    `long_text_options` (`DataArguments.long_text_options`; the defaults when not given): with `long_text="truncate"`
+    each row is one input cut as its `truncation` says ([`tokenize_texts`]); with `"chunk"` each row is run as the
+    windows of [`tokenize_windows`] and its logits are the mean of theirs ([`average_windows`]), so the whole text is
+    scored. `seconds` then counts the forward passes of every window.
     """
+    options = long_text_options or DEFAULT_OPTIONS
     state = PartialState()
-    tokenized = dataset.map(
-        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
-        batched=True,
-        remove_columns=["text"],
-        desc=desc,
-    )
-    if "label" not in tokenized.column_names:
-        tokenized = tokenized.add_column("label", [-1] * len(tokenized))
+    has_labels = "label" in dataset.column_names
+    if options.chunked:
+
+        def encode(batch, indices):
+            windows = tokenize_windows(tokenizer, batch["text"], max_length, options)
+            rows = windows[WINDOW_ROW]
+            windows[WINDOW_ROW] = [indices[i] for i in rows]
+            windows["label"] = [batch["label"][i] for i in rows] if has_labels else [-1] * len(rows)
+            return windows
+
+        tokenized = dataset.map(
+            encode, batched=True, with_indices=True, remove_columns=dataset.column_names, desc=desc
+        )
+    else:
+        tokenized = dataset.map(
+            lambda batch: tokenize_texts(tokenizer, batch["text"], max_length, options),
+            batched=True,
+            remove_columns=["text"],
+            desc=desc,
+        )
+        if not has_labels:
+            tokenized = tokenized.add_column("label", [-1] * len(tokenized))
     order = np.argsort([len(ids) for ids in tokenized["input_ids"]], kind="stable")
     input_names = forward_argument_names(model)
     tokenized = tokenized.select(order).rename_column("label", "labels")
-    tokenized = tokenized.remove_columns([c for c in tokenized.column_names if c not in input_names | {"labels"}])
+    kept = input_names | {"labels"} | ({WINDOW_ROW} if options.chunked else set())
+    tokenized = tokenized.remove_columns([c for c in tokenized.column_names if c not in kept])
     loader = DataLoader(tokenized, batch_size=batch_size, collate_fn=DataCollatorWithPadding(tokenizer))
     if accelerator is not None:
         loader = accelerator.prepare_data_loader(loader)
@@ -86,12 +116,12 @@ def predict(
         make_autocast = contextlib.nullcontext
 
     def forward(batch):
-        inputs = {k: v.to(state.device) for k, v in batch.items() if k != "labels"}
+        inputs = {k: v.to(state.device) for k, v in batch.items() if k not in ("labels", WINDOW_ROW)}
         autocast = make_autocast()
         with torch.inference_mode(), autocast:
             return model(**inputs).logits.float().index_select(-1, columns.to(state.device))
 
-    logits, labels, seconds = [], [], 0.0
+    logits, labels, rows, seconds = [], [], [], 0.0
     for step, batch in enumerate(loader):
         if step == 0:
             forward(batch)  # warm-up: allocator, kernels, thread pools
@@ -99,12 +129,24 @@ def predict(
         out = forward(batch)
         seconds += time.perf_counter() - start
         gold = batch["labels"].to(state.device)
-        if accelerator is not None:
+        row = batch[WINDOW_ROW].to(state.device) if options.chunked else None
+        if accelerator is not None and row is None:
             out, gold = accelerator.gather_for_metrics((out, gold))
+        elif accelerator is not None:
+            out, gold, row = accelerator.gather_for_metrics((out, gold, row))
         logits.append(out.cpu())
         labels.append(gold.cpu())
+        if row is not None:
+            rows.append(row.cpu())
     sorted_logits = torch.cat(logits).numpy()
     sorted_labels = torch.cat(labels).numpy()
+    if options.chunked:  # windows in length order: each one's logits go to its text's mean
+        window_rows = torch.cat(rows).numpy()
+        gold = np.full(len(dataset), -1, dtype=sorted_labels.dtype)
+        gold[window_rows] = sorted_labels
+        return Predictions(
+            logits=average_windows(sorted_logits, window_rows, len(dataset)), labels=gold, seconds=seconds
+        )
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
     return Predictions(logits=sorted_logits[inverse], labels=sorted_labels[inverse], seconds=seconds)

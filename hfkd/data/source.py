@@ -9,6 +9,7 @@ from datasets import Dataset, DatasetDict
 
 from .arguments import DataArguments
 from .domains import concatenate_domains, load_domains, tokenize_domains
+from .long_text import LongTextOptions
 
 
 @dataclass
@@ -55,17 +56,25 @@ def domain_label_names(domains: dict[str, DatasetDict]) -> list[str]:
 
 
 def tokenize_source_splits(
-    domains: dict[str, DatasetDict], tokenizer, max_length: int, main_process_first=None, keep_text: bool = False
+    domains: dict[str, DatasetDict],
+    tokenizer,
+    max_length: int,
+    main_process_first=None,
+    keep_text: bool = False,
+    long_text_options: LongTextOptions | None = None,
 ) -> SourceSplits:
     """Tokenise every domain and concatenate their train/validation/test splits.
 
     `main_process_first` is a context manager factory (e.g. `accelerator.main_process_first`): under several
     processes the main one tokenises first and writes the `datasets` cache that the others then read. `keep_text`
     keeps the raw `text` column (the teacher-logit cache tokenises it with the teacher's tokenizer).
+    `long_text_options` (`DataArguments.long_text_options`) says which word pieces of a long text are kept.
     """
     guard = main_process_first or contextlib.nullcontext
     with guard():
-        tokenized = tokenize_domains(domains, tokenizer, max_length=max_length, keep_text=keep_text)
+        tokenized = tokenize_domains(
+            domains, tokenizer, max_length=max_length, keep_text=keep_text, long_text_options=long_text_options
+        )
     names = list(tokenized)
     return SourceSplits(
         train=concatenate_domains(tokenized, names, "train"),

@@ -19,6 +19,7 @@ from datasets import DatasetDict
 from transformers import AutoConfig, PreTrainedModel
 from transformers.utils import logging
 
+from ..data.long_text import LongTextOptions
 from ..inference import Predictions, count_parameters, predict, safetensors_size
 from ..metrics import load_metric
 from ..models import (
@@ -123,6 +124,7 @@ def evaluate_models(
     extra_metrics: Sequence[str] | None = None,
     return_predictions: bool = False,
     select_by: str = "source_validation",
+    long_text_options: LongTextOptions | None = None,
 ) -> dict[str, Any] | tuple[dict[str, Any], tuple[dict, dict]]:
     """Evaluate every model on the `split` of every domain; return one results block (see `hfkd.evaluation.results`).
 
@@ -136,6 +138,8 @@ def evaluate_models(
         select_by: how the block's `chosen` student is picked before any target label is read (see
             [`choose_student`]): `"source_validation"` (macro-F1 on the sources' validation rows) or `"label_free"`
             (the ATC estimate of the target-mean macro-F1).
+        long_text_options: how a text longer than `max_length` is read (`DataArguments.long_text_options`; with
+            `long_text="chunk"` every model is scored on whole texts, its logits averaged over windows).
 
     Returns:
         A dict with `source_domains`, `target_domains`, `domains`, `metrics` (model -> domain -> numbers, with their
@@ -161,7 +165,13 @@ def evaluate_models(
         validation: list[float] = []
         for seed_index, entry in enumerate(entries):
             model, tokenizer = load_model_for_eval(entry, label_names) if isinstance(entry, str) else entry
-            run = dict(label_names=label_names, max_length=max_length, batch_size=batch_size, accelerator=accelerator)
+            run = dict(
+                label_names=label_names,
+                max_length=max_length,
+                batch_size=batch_size,
+                accelerator=accelerator,
+                long_text_options=long_text_options,
+            )
             threshold, validation_f1 = _source_validation(model, tokenizer, domains, source_domains, run)
             if validation_f1 is not None:
                 validation.append(validation_f1)
@@ -174,6 +184,7 @@ def evaluate_models(
                     max_length=max_length,
                     batch_size=batch_size,
                     accelerator=accelerator,
+                    long_text_options=long_text_options,
                 )
                 rows, seconds = rows + len(predictions.labels), seconds + predictions.seconds
                 references[domain] = np.asarray(predictions.labels)

@@ -156,6 +156,7 @@ def run_evaluation(eval_args, data_args, command: str | None = None) -> dict[str
         accelerator=Accelerator(),
         extra_metrics=eval_args.extra_metrics,
         return_predictions=True,
+        long_text_options=data_args.long_text_options,
     )
     descriptions = {
         name: {
@@ -210,7 +211,10 @@ def estimate_unlabeled(eval_args: EvaluationArguments, data_args) -> dict[str, A
         domains = load_data(data_args, list(data_args.source_domains))
     label_names = list(next(iter(domains.values()))["validation"].features["label"].names)
     run = dict(
-        label_names=label_names, max_length=data_args.max_length, batch_size=eval_args.per_device_eval_batch_size
+        label_names=label_names,
+        max_length=data_args.max_length,
+        batch_size=eval_args.per_device_eval_batch_size,
+        long_text_options=data_args.long_text_options,
     )
     estimates: dict[str, dict[str, Any]] = {}
     for model_name, path in models.items():

@@ -38,6 +38,7 @@ from transformers.utils import logging
 from ..augment import augment_dataset
 from ..data.arguments import DataArguments
 from ..data.domains import EVALUATION_SPLIT, cap_eval_splits, class_counts, evaluation_splits, small_classes
+from ..data.long_text import LongTextOptions, tokenize_texts
 from ..data.source import domain_label_names, load_data, tokenize_source_splits
 from ..distillation_config import DistillationArguments, StudentArguments
 from ..evaluation.compare import save_predictions
@@ -52,7 +53,13 @@ from ..losses import IGNORE_INDEX
 from ..models import load_classifier, load_teacher, load_tokenizer, set_loading_policy
 from ..multi_teacher import combine_teacher_logits
 from ..parser import config_to_dict
-from ..pipelines.distill import attach_teacher_logits, build_student, train_student, warn_if_teacher_online
+from ..pipelines.distill import (
+    attach_teacher_logits,
+    build_student,
+    train_student,
+    warn_if_chunks_unused,
+    warn_if_teacher_online,
+)
 from ..pipelines.finetune import LOOP_STATE_FILE, FinetuneArguments, ModelArguments, make_accelerator, train_classifier
 from ..run_files import last_complete_checkpoint, redact, write_run_info
 from ..self_training import class_balanced_pseudo_labels
@@ -304,6 +311,8 @@ class Experiment:
             "max_length": self.data_args.max_length,
             "labels": self.labels,
         }
+        if self.long_text.input_key():  # the training inputs; only when not the defaults (earlier keys stay)
+            data_key["long_text"] = self.long_text.input_key()
         if evaluation is None:
             evaluation = {
                 d: DatasetDict({"validation": s["validation"], EVALUATION_SPLIT: s["test"]})
@@ -397,6 +406,8 @@ class Experiment:
         stage_args = self.stage_arguments(stage, args)
         key = {"stage": stage, "teacher": teacher["hash"], "data": block.data_key, "student": self.student_key}
         key["training"] = training_key(stage_args)
+        if self.long_text.window_key():  # how the teacher reads whole texts for its soft targets (and labels)
+            key["teacher_long_text"] = self.long_text.window_key()
         unlabeled = stage in ("adaptive", "self_trained")
         if unlabeled:
             key["unlabeled"] = {
@@ -469,6 +480,8 @@ class Experiment:
         key["training"] = training_key(args)
         key["teachers"] = {t["hash"]: d for t, d in zip(teachers, block.sources, strict=True)}
         key["weighting"] = self.exp.multi_teacher_weighting
+        if self.long_text.window_key():
+            key["teacher_long_text"] = self.long_text.window_key()
         paths = [t["path"] for t in teachers]
         train = functools.partial(self._distill_multi, block, teacher["path"], paths, args)
         return self._stage("multi_teacher", block.folder, key, train, args.seed) | {"teachers": paths}
@@ -490,7 +503,13 @@ class Experiment:
             extra_metrics=self.exp.extra_metrics,
             return_predictions=True,
             select_by=self.exp.select_student_by,
+            long_text_options=self.long_text,
         )
+
+    @property
+    def long_text(self) -> LongTextOptions:
+        """How long texts are fed to the models (`DataArguments.long_text_options`): one place for every stage."""
+        return self.data_args.long_text_options
 
     @property
     def student_key(self) -> dict[str, Any]:
@@ -530,7 +549,13 @@ class Experiment:
     def _finetune(self, model, tokenizer, block: Block, stage_args: FinetuneArguments) -> dict[str, Any]:
         accelerator = make_accelerator(stage_args)
         sources = {d: block.domains[d] for d in block.sources}
-        splits = tokenize_source_splits(sources, tokenizer, self.data_args.max_length, accelerator.main_process_first)
+        splits = tokenize_source_splits(
+            sources,
+            tokenizer,
+            self.data_args.max_length,
+            accelerator.main_process_first,
+            long_text_options=self.long_text,
+        )
         metrics = train_classifier(model, tokenizer, splits.train, splits.validation, stage_args, accelerator)
         del model
         gc.collect()
@@ -568,16 +593,19 @@ class Experiment:
         teacher, teacher_tokenizer = self._load_teacher(teacher_path)
         student, tokenizer = build_student(teacher, teacher_tokenizer, self.student_args, args, self.labels)
         warn_if_teacher_online(args)
+        warn_if_chunks_unused(args, self.long_text)
         cache, max_length = args.uses_logit_cache, self.data_args.max_length
         first = PartialState().main_process_first
-        splits = tokenize_source_splits({d: domains[d] for d in sources}, tokenizer, max_length, first, cache)
+        splits = tokenize_source_splits(
+            {d: domains[d] for d in sources}, tokenizer, max_length, first, cache, long_text_options=self.long_text
+        )
         train, validation = splits.train, splits.validation
         if augment:
             made = self.augmented_rows({d: domains[d]["train"] for d in sources}, args.seed)
             logger.info(f"Augmented student: {len(train)} labelled source rows + {len(made)} augmented rows")
             with PartialState().main_process_first():
                 made = made.map(
-                    lambda batch: tokenizer(batch["text"], truncation=True, max_length=self.data_args.max_length),
+                    lambda batch: tokenize_texts(tokenizer, batch["text"], self.data_args.max_length, self.long_text),
                     batched=True,
                     remove_columns=[] if cache else ["text"],
                     desc="Tokenizing augmented text",
@@ -593,7 +621,7 @@ class Experiment:
                 logger.info(f"Self-training: {kept} of {len(unlabeled)} target rows get the labeller's hard label")
             with PartialState().main_process_first():
                 unlabeled = unlabeled.map(
-                    lambda batch: tokenizer(batch["text"], truncation=True, max_length=self.data_args.max_length),
+                    lambda batch: tokenize_texts(tokenizer, batch["text"], self.data_args.max_length, self.long_text),
                     batched=True,
                     remove_columns=[] if cache else ["text"],
                     desc="Tokenizing unlabeled target text",
@@ -602,7 +630,9 @@ class Experiment:
                 seed=args.seed
             )
         if cache:  # computed once per (teacher, data), then the teacher leaves memory before training
-            train, validation = attach_teacher_logits([train, validation], args, self.labels, max_length, teacher)
+            train, validation = attach_teacher_logits(
+                [train, validation], args, self.labels, max_length, teacher, long_text_options=self.long_text
+            )
             teacher = None
         metrics = train_student(student, tokenizer, teacher, teacher_tokenizer, train, validation, args)
         if adaptive:
@@ -635,7 +665,9 @@ class Experiment:
         del init
         sources = {d: block.domains[d] for d in block.sources}
         first = PartialState().main_process_first
-        splits = tokenize_source_splits(sources, tokenizer, self.data_args.max_length, first)
+        splits = tokenize_source_splits(
+            sources, tokenizer, self.data_args.max_length, first, long_text_options=self.long_text
+        )
         attached = []
         for split, tokenized in (("train", splits.train), ("validation", splits.validation)):
             rows = concatenate_datasets([table[split] for table in sources.values()])  # the order of `tokenized`
@@ -650,6 +682,7 @@ class Experiment:
                     max_length=self.data_args.max_length,
                     batch_size=self.args.per_device_eval_batch_size,
                     desc=f"Tokenizing {split} rows for a source teacher",
+                    long_text_options=self.long_text,
                 )
                 logits.append(found.logits)
                 del model
@@ -682,6 +715,7 @@ class Experiment:
             max_length=self.data_args.max_length,
             batch_size=self.args.per_device_eval_batch_size,
             desc="Tokenizing target text for self-training",
+            long_text_options=self.long_text,
         )
         labels = class_balanced_pseudo_labels(found.logits, self.exp.self_training_fraction)
         del model

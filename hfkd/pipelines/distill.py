@@ -10,6 +10,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.utils import logging
 
 from ..data.arguments import DataArguments
+from ..data.long_text import LongTextOptions
 from ..data.source import domain_label_names, load_data, tokenize_source_splits
 from ..distillation_config import DistillationArguments, StudentArguments
 from ..grad_health import add_gradient_health
@@ -57,11 +58,29 @@ def warn_if_teacher_online(args: DistillationArguments) -> None:
         )
 
 
+def warn_if_chunks_unused(args: DistillationArguments, options: LongTextOptions | None) -> None:
+    """`long_text: chunk` shapes the cached teacher logits only: with the teacher online, say that it reads the
+    student's truncated inputs."""
+    if options is not None and options.chunked and not args.uses_logit_cache:
+        logger.warning(
+            "long_text=chunk averages the teacher's logits over windows of the whole text only when they are cached "
+            "(teacher_logits: auto or cache, without intermediate terms); the teacher runs online here and reads the "
+            "student's truncated inputs. Evaluation still scores whole texts. Set long_text: truncate to silence this."
+        )
+
+
 def attach_teacher_logits(
-    datasets: list, args: DistillationArguments, label_names, max_length: int, teacher=None, teacher_tokenizer=None
+    datasets: list,
+    args: DistillationArguments,
+    label_names,
+    max_length: int,
+    teacher=None,
+    teacher_tokenizer=None,
+    long_text_options: LongTextOptions | None = None,
 ) -> list:
     """Each dataset (tokenised for the student, with its raw `text`) plus the teacher's cached logits (see
-    `hfkd.teacher_logits`); computed with `teacher` when not cached yet."""
+    `hfkd.teacher_logits`); computed with `teacher` when not cached yet. `long_text_options`
+    (`DataArguments.long_text_options`) say how the teacher reads long texts (`long_text="chunk"`: whole)."""
     return [
         with_teacher_logits(
             dataset,
@@ -73,6 +92,7 @@ def attach_teacher_logits(
             cache_dir=args.teacher_logits_cache_dir,
             batch_size=args.teacher_logits_batch_size,
             mixed_precision=args.mixed_precision,
+            long_text_options=long_text_options,
         )
         for dataset in datasets
     ]
@@ -143,6 +163,8 @@ def distill(
     set_loading_policy(args.allow_pickle_weights)
     warn_if_push_will_fail(args)
     warn_if_teacher_online(args)
+    options = data_args.long_text_options
+    warn_if_chunks_unused(args, options)
     with args.main_process_first(desc="loading data"):
         domains = load_data(data_args)
     labels = domain_label_names(domains)
@@ -155,11 +177,12 @@ def distill(
         data_args.max_length,
         lambda: args.main_process_first(desc="tokenizing"),
         keep_text=args.uses_logit_cache,
+        long_text_options=options,
     )
     train, validation, test = splits.train, splits.validation, splits.test
     if args.uses_logit_cache:  # computed once (or found), then the teacher leaves memory
         train, validation, test = attach_teacher_logits(
-            [train, validation, test], args, labels, data_args.max_length, teacher, teacher_tokenizer
+            [train, validation, test], args, labels, data_args.max_length, teacher, teacher_tokenizer, options
         )
         teacher = None
     config = redact(config_to_dict(data_args, student_args, args))

@@ -409,7 +409,13 @@ def finetune(
             architecture=student_args.student_architecture,
         )
         tokenizer = student_tokenizer(tokenizer, model)
-    splits = tokenize_source_splits(domains, tokenizer, data_args.max_length, accelerator.main_process_first)
+    splits = tokenize_source_splits(
+        domains,
+        tokenizer,
+        data_args.max_length,
+        accelerator.main_process_first,
+        long_text_options=data_args.long_text_options,
+    )
     config = redact(config_to_dict(model_args, data_args, student_args, args))
     resuming = args.resume_from_checkpoint is not None
     check_output_dir(args.output_dir, "finetune", config, overwrite=args.overwrite_output_dir, resuming=resuming)
