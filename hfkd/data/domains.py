@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
@@ -602,6 +603,28 @@ def evaluation_splits(
             rows = _cap_table(rows, max_target_eval_samples, split_seed, deduplicate)
         view[name] = DatasetDict({"validation": capped[name]["validation"], EVALUATION_SPLIT: rows})
     return view
+
+
+def scored_rows(
+    view: dict[str, DatasetDict],
+    source_domains: Sequence[str],
+    target_eval_splits: Sequence[str],
+    max_eval_samples: int | None = None,
+    max_target_eval_samples: int | None = None,
+) -> dict[str, Any]:
+    """What each domain of an [`evaluation_splits`] view is scored on (`splits`, `capped_at`, `n`, `class_counts`), and
+    the classes with fewer than `MIN_CLASS_ROWS` scored rows (`small_classes`, each logged as a warning)."""
+    counts = class_counts({d: {EVALUATION_SPLIT: s[EVALUATION_SPLIT]} for d, s in view.items()})
+    domains = {
+        d: {
+            "splits": ["test"] if d in source_domains else list(target_eval_splits),
+            "capped_at": max_eval_samples if d in source_domains else max_target_eval_samples,
+            "n": view[d][EVALUATION_SPLIT].num_rows,
+            "class_counts": counts[d][EVALUATION_SPLIT],
+        }
+        for d in view
+    }
+    return {"domains": domains, "small_classes": [list(c) for c in small_classes(counts, EVALUATION_SPLIT)]}
 
 
 def tokenize_domains(

@@ -23,7 +23,7 @@ from ..arguments import (
     max_target_eval_samples_field,
     target_eval_splits_field,
 )
-from ..data.domains import EVALUATION_SPLIT, class_counts, evaluation_splits, small_classes
+from ..data.domains import EVALUATION_SPLIT, class_counts, evaluation_splits, scored_rows
 from ..data.reading import FILE_FORMATS, read_file
 from ..data.source import load_data
 from ..inference import predict
@@ -129,7 +129,9 @@ def run_evaluation(eval_args, data_args, command: str | None = None) -> dict[str
         split_seed=data_args.split_seed,
         deduplicate=data_args.deduplicate,
     )
-    counts = class_counts({d: {EVALUATION_SPLIT: s[EVALUATION_SPLIT]} for d, s in domains.items()})
+    rows = scored_rows(
+        domains, sources, eval_args.target_eval_splits, data_args.max_eval_samples, eval_args.max_target_eval_samples
+    )
     results = new_results(
         title=f"Evaluation on {os.path.basename(str(data_args.dataset).rstrip('/'))}",
         mode="evaluate",
@@ -142,7 +144,7 @@ def run_evaluation(eval_args, data_args, command: str | None = None) -> dict[str
         data={
             "rows": {n: {s: t.num_rows for s, t in d.items()} for n, d in loaded.items()},
             "class_counts": class_counts(loaded),
-            "small_classes": [list(c) for c in small_classes(counts, EVALUATION_SPLIT)],
+            "small_classes": rows["small_classes"],
         },
     )
     block, predictions = evaluate_models(
@@ -168,16 +170,6 @@ def run_evaluation(eval_args, data_args, command: str | None = None) -> dict[str
         }
         for name, path in models.items()
     }
-    scored = {
-        d: {
-            "splits": ["test"] if d in sources else list(eval_args.target_eval_splits),
-            "capped_at": data_args.max_eval_samples if d in sources else eval_args.max_target_eval_samples,
-            "n": domains[d][EVALUATION_SPLIT].num_rows,
-            "class_counts": counts[d][EVALUATION_SPLIT],
-        }
-        for d in domains
-    }
-    rows = {"domains": scored, "small_classes": results["data"]["small_classes"]}
     block = {"name": "evaluation"} | block | {"evaluation_rows": rows, "stages": {}}
     add_block(results, block, descriptions, time.perf_counter() - wall_start)
     if state.is_main_process:

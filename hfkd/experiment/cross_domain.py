@@ -37,7 +37,7 @@ from transformers.utils import logging
 
 from ..augment import augment_dataset
 from ..data.arguments import DataArguments
-from ..data.domains import EVALUATION_SPLIT, cap_eval_splits, class_counts, evaluation_splits, small_classes
+from ..data.domains import EVALUATION_SPLIT, cap_eval_splits, class_counts, evaluation_splits, scored_rows
 from ..data.long_text import LongTextOptions, tokenize_texts
 from ..data.source import domain_label_names, load_data, tokenize_source_splits
 from ..distillation_config import DistillationArguments, StudentArguments
@@ -343,20 +343,13 @@ class Experiment:
     def evaluation_rows(self, block: Block) -> dict[str, Any]:
         """What each domain of a block was scored on: its splits, rows and rows per class; and the classes with
         fewer than `MIN_CLASS_ROWS` of them (each logged as a warning)."""
-        counts = class_counts(
-            {d: DatasetDict({EVALUATION_SPLIT: s[EVALUATION_SPLIT]}) for d, s in block.evaluation.items()}
+        return scored_rows(
+            block.evaluation,
+            block.sources,
+            self.exp.target_eval_splits,
+            self.data_args.max_eval_samples,
+            self.exp.max_target_eval_samples,
         )
-        cap = self.data_args.max_eval_samples
-        domains = {
-            d: {
-                "splits": ["test"] if d in block.sources else list(self.exp.target_eval_splits),
-                "capped_at": cap if d in block.sources else self.exp.max_target_eval_samples,
-                "n": block.evaluation[d][EVALUATION_SPLIT].num_rows,
-                "class_counts": counts[d][EVALUATION_SPLIT],
-            }
-            for d in block.evaluation
-        }
-        return {"domains": domains, "small_classes": [list(c) for c in small_classes(counts, EVALUATION_SPLIT)]}
 
     @property
     def seeds(self) -> list[int]:
@@ -603,14 +596,7 @@ class Experiment:
         if augment:
             made = self.augmented_rows({d: domains[d]["train"] for d in sources}, args.seed)
             logger.info(f"Augmented student: {len(train)} labelled source rows + {len(made)} augmented rows")
-            with PartialState().main_process_first():
-                made = made.map(
-                    lambda batch: tokenize_texts(tokenizer, batch["text"], self.data_args.max_length, self.long_text),
-                    batched=True,
-                    remove_columns=[] if cache else ["text"],
-                    desc="Tokenizing augmented text",
-                ).rename_column("label", "labels")
-            train = concatenate_datasets([train.cast_column("labels", Value("int64")), made]).shuffle(seed=args.seed)
+            train = self.with_extra_rows(train, made, tokenizer, cache, args.seed, "Tokenizing augmented text")
         if adaptive:
             unlabeled, counts = unlabeled_target_rows(
                 domains, sources, targets, self.exp.unlabeled_ratio, self.weights, seed=args.seed
@@ -619,15 +605,8 @@ class Experiment:
             if labeler is not None:
                 unlabeled, kept = self.pseudo_label(unlabeled, labeler)
                 logger.info(f"Self-training: {kept} of {len(unlabeled)} target rows get the labeller's hard label")
-            with PartialState().main_process_first():
-                unlabeled = unlabeled.map(
-                    lambda batch: tokenize_texts(tokenizer, batch["text"], self.data_args.max_length, self.long_text),
-                    batched=True,
-                    remove_columns=[] if cache else ["text"],
-                    desc="Tokenizing unlabeled target text",
-                ).rename_column("label", "labels")
-            train = concatenate_datasets([train.cast_column("labels", Value("int64")), unlabeled]).shuffle(
-                seed=args.seed
+            train = self.with_extra_rows(
+                train, unlabeled, tokenizer, cache, args.seed, "Tokenizing unlabeled target text"
             )
         if cache:  # computed once per (teacher, data), then the teacher leaves memory before training
             train, validation = attach_teacher_logits(
@@ -693,6 +672,17 @@ class Experiment:
         del student
         gc.collect()
         return metrics
+
+    def with_extra_rows(self, train: Dataset, rows: Dataset, tokenizer, keep_text: bool, seed: int, desc: str):
+        """`train` (tokenised) plus untokenised `rows` (`text`, `label`), tokenised as every input is, shuffled."""
+        with PartialState().main_process_first():
+            rows = rows.map(
+                lambda batch: tokenize_texts(tokenizer, batch["text"], self.data_args.max_length, self.long_text),
+                batched=True,
+                remove_columns=[] if keep_text else ["text"],
+                desc=desc,
+            ).rename_column("label", "labels")
+        return concatenate_datasets([train.cast_column("labels", Value("int64")), rows]).shuffle(seed=seed)
 
     def augmented_rows(self, tables: dict[str, Dataset], seed: int) -> Dataset:
         """Augmented copies of the source training text (`hfkd.augment`), made per domain so that sentence_mix never
