@@ -29,9 +29,10 @@ from hfkd.adaptation import (
     masked_logits,
     tokenize_for_mlm,
 )
+from hfkd.experiment import ExperimentArguments
 from hfkd.models import load_classifier
 
-from .conftest import LABELS, launch_ddp, make_tokenizer, tiny_bert_config, tiny_texts
+from .conftest import LABELS, launch_ddp, make_tokenizer, run_experiment, tiny_bert_config, tiny_texts
 
 REPEATED = ["the flight was late and the phone was bad"] * 32
 
@@ -277,3 +278,47 @@ def test_adapt_encoder_under_two_process_cpu_ddp(tmp_path):
     classifier = load_classifier(out, label_names=LABELS)
     mlm = AutoModelForMaskedLM.from_pretrained(os.path.join(out, MLM_SUBFOLDER))
     assert torch.equal(classifier.bert.embeddings.word_embeddings.weight, mlm.bert.embeddings.word_embeddings.weight)
+
+
+def test_dapt_rows_adapt_the_encoder_then_fine_tune_and_distil_from_it(experiment):
+    tmp_path, _ = experiment  # the session's tiny experiment: its teacher and adaptive student are reused
+    args = ["--models", "teacher", "adaptive", "dapt_student", "--dapt_learning_rate", "5e-3"]
+    args += ["--dapt_num_train_epochs", "2"]
+    results = run_experiment(tmp_path, *args)
+    block = results["blocks"][0]
+    stages = block["stages"]
+    assert stages["teacher"]["reused"] and stages["adaptive"]["reused"]
+    assert list(block["metrics"]) == ["teacher", "adaptive", "dapt_teacher", "dapt_student"]  # the teacher added
+    encoder = stages["dapt_teacher"]["encoder"]
+    trained = encoder["train"]
+    # the masked LM saw the source text and the adaptive student's unlabeled target text, and learnt from it
+    assert trained["train_rows"] == stages["adaptive"]["train"]["train_samples"]  # the adaptive student's rows
+    assert trained["unlabeled_rows"] == stages["adaptive"]["train"]["unlabeled_rows"]
+    assert trained["eval_mlm_loss_after"] < trained["eval_mlm_loss_before"]
+    assert os.path.isdir(os.path.join(encoder["path"], MLM_SUBFOLDER))
+    record = json.loads(open(os.path.join(stages["dapt_teacher"]["path"], "hfkd_stage.json")).read())
+    assert record["key"]["adapted"] == encoder["hash"] and record["key"]["model"] == "builtin:tiny-bert"
+    # the student is cut from and distilled by the adapted teacher, with the adaptive recipe
+    student = json.loads(open(os.path.join(stages["dapt_student"]["path"], "hfkd_stage.json")).read())
+    assert student["key"]["teacher"] == stages["dapt_teacher"]["hash"] and "unlabeled" in student["key"]
+    config = json.loads(open(os.path.join(stages["dapt_student"]["path"], "config.json")).read())
+    assert config["hfkd_student"]["teacher"] == stages["dapt_teacher"]["path"]
+    # a teacher: in the tables, never the chosen student, no student card; its student is compared with adaptive
+    assert results["models"]["dapt_teacher"]["role"] == "teacher"
+    assert "dapt_teacher" not in block["chosen"]["candidates"] and block["teachers"] == ["teacher", "dapt_teacher"]
+    assert "dapt_teacher" not in results["chosen"]["candidates"]
+    assert not os.path.exists(os.path.join(stages["dapt_teacher"]["path"], "README.md"))
+    assert os.path.exists(os.path.join(stages["dapt_student"]["path"], "README.md"))
+    assert ("dapt_student", "adaptive") in {(c["a"], c["b"]) for c in block["comparisons"]}
+    assert "masked LM" in results["models"]["dapt_teacher"]["description"]
+
+    # a ready teacher cannot be adapted: one clear error
+    with pytest.raises(ValueError, match="teacher_model_name_or_path gives one ready teacher"):
+        run_experiment(tmp_path, *args, "--teacher_model_name_or_path", stages["teacher"]["path"])
+
+
+def test_dapt_student_brings_its_teacher():
+    models = ExperimentArguments(models=["teacher", "dapt_student"]).models
+    assert models == ["teacher", "dapt_teacher", "dapt_student"]
+    with pytest.raises(ValueError, match="dapt_mlm_probability"):
+        ExperimentArguments(dapt_mlm_probability=1.5)

@@ -125,6 +125,7 @@ def evaluate_models(
     return_predictions: bool = False,
     select_by: str = "source_validation",
     long_text_options: LongTextOptions | None = None,
+    other_teachers: Sequence[str] = (),
 ) -> dict[str, Any] | tuple[dict[str, Any], tuple[dict, dict]]:
     """Evaluate every model on the `split` of every domain; return one results block (see `hfkd.evaluation.results`).
 
@@ -140,6 +141,8 @@ def evaluate_models(
             (the ATC estimate of the target-mean macro-F1).
         long_text_options: how a text longer than `max_length` is read (`DataArguments.long_text_options`; with
             `long_text="chunk"` every model is scored on whole texts, its logits averaged over windows).
+        other_teachers: more models among `models` that are teachers, not students (e.g. an adapted teacher):
+            evaluated and compared like the others, never the `chosen` student.
 
     Returns:
         A dict with `source_domains`, `target_domains`, `domains`, `metrics` (model -> domain -> numbers, with their
@@ -150,6 +153,10 @@ def evaluate_models(
     """
     if teacher is not None and teacher not in models:
         raise ValueError(f"teacher={teacher!r} is not one of the models {list(models)}; name one of them.")
+    unknown = [name for name in other_teachers if name not in models]
+    if unknown:
+        raise ValueError(f"other_teachers={unknown!r} are not among the models {list(models)}; name models.")
+    teachers = ([teacher] if teacher else []) + [name for name in other_teachers if name != teacher]
     label_names = list(next(iter(domains.values()))[split].features["label"].names)
     order = ([teacher] if teacher else []) + [name for name in models if name != teacher]
     metrics: dict[str, dict[str, Any]] = {}
@@ -260,6 +267,8 @@ def evaluate_models(
         "best": uncertainty["best"],
         "uncertainty": uncertainty["method"],
         "speed": speed,
-        "chosen": choose_student(summary, teacher, select_by),
+        "chosen": choose_student(summary, teachers, select_by),
     }
+    if other_teachers:
+        block["teachers"] = teachers
     return (block, (references, ids)) if return_predictions else block

@@ -94,7 +94,8 @@ def add_block(
     results["models"] = models
     results["overall"] = overall_summary(results["blocks"])
     by = (block.get("chosen") or {}).get("by")
-    results["chosen"] = choose_student(results["overall"], results.get("teacher"), by) if by else None
+    teachers = block.get("teachers") or results.get("teacher")
+    results["chosen"] = choose_student(results["overall"], teachers, by) if by else None
     add_overall_uncertainty(results, predictions)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results["wall_time_s"] = wall_time_s
@@ -203,19 +204,23 @@ SELECTION_FIGURES = {
 domains, or the label-free (ATC) estimate of its target-mean macro-F1."""
 
 
-def choose_student(summary: dict[str, dict[str, Any]], teacher: str | None, by: str) -> dict[str, Any] | None:
+def choose_student(
+    summary: dict[str, dict[str, Any]], teacher: str | Sequence[str] | None, by: str
+) -> dict[str, Any] | None:
     """
     The student with the highest selection figure (see [`SELECTION_FIGURES`]) in a block's summary or the overall
-    one: `{"model", "by", "figure", "value", "candidates"}`, or `None` when no student has the figure. Every student
-    stays in the tables; this only names the one a user would ship without looking at target labels.
+    one: `{"model", "by", "figure", "value", "candidates"}`, or `None` when no student has the figure. `teacher`
+    names the teacher, or the teachers (e.g. the experiment's `teacher` and `dapt_teacher`): never candidates. Every
+    student stays in the tables; this only names the one a user would ship without looking at target labels.
     """
     if by not in SELECTION_FIGURES:
         raise ValueError(f"select_student_by={by!r} is not valid; set it to one of {sorted(SELECTION_FIGURES)}.")
     figure = SELECTION_FIGURES[by]
+    teachers = {teacher} if isinstance(teacher, str) else set(teacher or ())
     candidates = {
         name: figures[figure]
         for name, figures in summary.items()
-        if name != teacher and isinstance(figures.get(figure), int | float)
+        if name not in teachers and isinstance(figures.get(figure), int | float)
     }
     if not candidates:
         return None

@@ -247,11 +247,13 @@ NEAREST_RELATIVE = {
     "intermediate": "distilled",
     "multi_teacher": "distilled",
     "augmented": "distilled",
+    "dapt_student": "adaptive",
 }
 """Besides every student against the teacher, each model of the experiment against the one it differs from by one
 thing: distilled vs the no-teacher baseline, adaptive (target text) and intermediate (hidden/attention terms) vs
 distilled, self_trained (hard pseudo-labels on the target text) vs adaptive, multi_teacher (one teacher per source
-domain) and augmented (augmented source text) vs distilled."""
+domain) and augmented (augmented source text) vs distilled, dapt_student (the adaptive student of the adapted
+teacher) vs adaptive."""
 
 
 COMPARED = ("target_mean_macro_f1", "in_domain_macro_f1")

@@ -21,13 +21,27 @@ EXPERIMENT_MODELS = (
     "augmented",
     "intermediate",
     "multi_teacher",
+    "dapt_teacher",
+    "dapt_student",
 )
 """The models of a cross-domain experiment, in the order they are trained and shown."""
 
 
 DEFAULT_EXPERIMENT_MODELS = EXPERIMENT_MODELS[:4]
-STUDENT_MODELS = ("adaptive", "self_trained", "distilled", "augmented", "multi_teacher", "intermediate", "baseline")
+STUDENT_MODELS = (
+    "adaptive",
+    "self_trained",
+    "distilled",
+    "augmented",
+    "dapt_student",
+    "multi_teacher",
+    "intermediate",
+    "baseline",
+)
 """The students, in the order `hub_student` and `hfkd push` prefer them by default."""
+TEACHER_MODELS = ("teacher", "dapt_teacher")
+"""The models of an experiment that are teachers: in the tables and comparisons, never chosen or pushed as the
+student."""
 
 
 def parse_domain_weights(entries: list[str] | None, field_name: str = "target_domain_weights") -> dict[str, float]:
@@ -86,7 +100,10 @@ class ExperimentArguments:
             "self_training_*; 'intermediate': the distilled student with hidden-state and attention terms, see "
             "intermediate_*_weight; 'multi_teacher': distilled from one teacher per source domain, their soft "
             "targets combined per row, see multi_teacher_weighting; 'augmented': distilled on the source data plus "
-            "augmented copies of its text, soft targets only, see augment_*). The teacher is always needed "
+            "augmented copies of its text, soft targets only, see augment_*; 'dapt_teacher': the base model's encoder "
+            "first trained as a masked LM on the unlabeled source and target text (domain-adaptive pre-training), "
+            "then fine-tuned like the teacher, see dapt_*; 'dapt_student': the adaptive student cut from and "
+            "distilled by dapt_teacher). The teacher is always needed "
             "(trained here, or given with teacher_model_name_or_path)."
         },
     )
@@ -165,6 +182,25 @@ class ExperimentArguments:
             "highest class probability on the row)."
         },
     )
+    dapt_num_train_epochs: float = field(
+        default=1.0,
+        metadata={
+            "help": "'dapt_teacher'/'dapt_student': epochs of masked-LM training of the base encoder on the source "
+            "training text plus the adaptive student's unlabeled target text (unlabeled_ratio), before the "
+            "fine-tuning on the source labels."
+        },
+    )
+    dapt_learning_rate: float = field(
+        default=5e-5,
+        metadata={
+            "help": "'dapt_teacher'/'dapt_student': peak learning rate of the encoder's masked-LM training (a new "
+            "masked-LM head, tied to the word embeddings, trains at 2e-3)."
+        },
+    )
+    dapt_mlm_probability: float = field(
+        default=0.15,
+        metadata={"help": "'dapt_teacher'/'dapt_student': the share of tokens masked in the masked-LM training."},
+    )
     intermediate_hidden_weight: float = field(
         default=1.0, metadata={"help": "The 'intermediate' student: weight of its hidden-state term (hidden_loss)."}
     )
@@ -214,10 +250,16 @@ class ExperimentArguments:
         check_range("unlabeled_ratio", self.unlabeled_ratio, 0, low_open=True, hint="use e.g. 1.0")
         check_range("self_training_fraction", self.self_training_fraction, 0, 1, low_open=True, hint="use e.g. 0.5")
         check_range("self_training_rounds", self.self_training_rounds, 1)
+        check_range("dapt_num_train_epochs", self.dapt_num_train_epochs, 0, low_open=True, hint="use e.g. 1.0")
+        check_range("dapt_learning_rate", self.dapt_learning_rate, 0, low_open=True, hint="use e.g. 5e-5")
+        check_range("dapt_mlm_probability", self.dapt_mlm_probability, 0, 1, low_open=True, hint="use e.g. 0.15")
+        if "dapt_student" in self.models and "dapt_teacher" not in self.models:
+            self.models.append("dapt_teacher")  # the student's teacher is always in the tables
+            self.models = [m for m in EXPERIMENT_MODELS if m in self.models]
         check_range("intermediate_hidden_weight", self.intermediate_hidden_weight, 0)
         check_range("intermediate_attention_weight", self.intermediate_attention_weight, 0)
         parse_domain_weights(self.target_domain_weights)
-        students = [m for m in self.models if m != "teacher"]
+        students = [m for m in self.models if m not in TEACHER_MODELS]
         if self.hub_student is not None and self.hub_student not in students:
             raise ValueError(
                 f"hub_student={self.hub_student!r} is not a trained student; choose one of {students} (the students "

@@ -10,7 +10,10 @@ One *block* trains on the source domain(s) and evaluates on every domain:
    `self_trained` (opt-in): `adaptive`, with the teacher's confident predictions on that text as hard labels
    (class-balanced, `hfkd.self_training`); `intermediate` (opt-in): `distilled` plus hidden-state and attention terms;
    `multi_teacher` (opt-in, two or more sources): `distilled` from one teacher per source domain (each trained once
-   per run, shared by the blocks), their soft targets combined per row (`hfkd.multi_teacher`);
+   per run, shared by the blocks), their soft targets combined per row (`hfkd.multi_teacher`); `augmented` (opt-in):
+   `distilled` on the source text plus augmented copies of it (`hfkd.augment`); `dapt_teacher` (opt-in): the base
+   encoder trained as a masked LM on the source and target text (`hfkd.adaptation`) before the teacher's fine-tuning,
+   and `dapt_student`: `adaptive`, cut from and distilled by that teacher;
 5. every model evaluated on every domain ([`evaluate_models`]): a source on its test split (capped by
    `max_eval_samples`), a target on all the rows of its `target_eval_splits` (validation and test by default: its
    labels are never trained or selected on).
@@ -25,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
+import json
 import os
 import time
 from typing import Any
@@ -35,6 +39,7 @@ from datasets import Dataset, DatasetDict, Value, concatenate_datasets
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.utils import logging
 
+from ..adaptation import adapt_encoder
 from ..augment import augment_dataset
 from ..data.arguments import DataArguments
 from ..data.domains import EVALUATION_SPLIT, cap_eval_splits, class_counts, evaluation_splits, scored_rows
@@ -61,10 +66,10 @@ from ..pipelines.distill import (
     warn_if_teacher_online,
 )
 from ..pipelines.finetune import LOOP_STATE_FILE, FinetuneArguments, ModelArguments, make_accelerator, train_classifier
-from ..run_files import last_complete_checkpoint, redact, write_run_info
+from ..run_files import METRICS_FILE, last_complete_checkpoint, redact, write_run_info
 from ..self_training import class_balanced_pseudo_labels
 from ..teacher_logits import TEACHER_LOGITS_COLUMN
-from .arguments import STUDENT_MODELS, ExperimentArguments, parse_domain_weights
+from .arguments import STUDENT_MODELS, TEACHER_MODELS, ExperimentArguments, parse_domain_weights
 from .stages import run_stage
 
 logger = logging.get_logger(__name__)
@@ -271,7 +276,7 @@ class Experiment:
                 write_outputs(results, output_dir)
                 save_predictions(output_dir, self.predictions)  # for `hfkd compare` with another run
                 for model, stage in block["stages"].items():
-                    if model != "teacher":  # every student folder carries its card, with the evidence so far
+                    if model in STUDENT_MODELS:  # every student folder carries its card, with the evidence so far
                         for run in stage.get("seeds") or [stage]:
                             write_model_card(run["path"], results, model)
         state.wait_for_everyone()
@@ -331,6 +336,10 @@ class Experiment:
                     seed_stages[stage] = self.student_stage(stage, block, teacher, args)
             if "multi_teacher" in self.exp.models:
                 seed_stages["multi_teacher"] = self.multi_teacher_stage(block, teacher, args)
+            if "dapt_teacher" in self.exp.models:
+                adapted = seed_stages["dapt_teacher"] = self.dapt_teacher_stage(block, args)
+                if "dapt_student" in self.exp.models:
+                    seed_stages["dapt_student"] = self.student_stage("dapt_student", block, adapted, args)
             for model, stage in seed_stages.items():
                 runs.setdefault(model, []).append(stage | {"seed": seed})
         # a model's stage is that of the first seed, plus the list of every seed's when there are several
@@ -369,16 +378,56 @@ class Experiment:
                     "so it may have been trained on the held-out domain. Leave it unset to train one per block."
                 )
             return {"path": given, "hash": model_fingerprint(given), "reused": True, "given": True, "train": {}}
+        base = self.model_args.model_name_or_path
+        return self._fine_tuned_teacher("teacher", block, args, base)
+
+    def _fine_tuned_teacher(
+        self, name: str, block: Block, args: DistillationArguments, start: str, **more_key: Any
+    ) -> dict[str, Any]:
+        """The stage `name`: the model at `start` fine-tuned on the block's source labels with the teacher's recipe;
+        `more_key` says what `start` is when it is not `model_name_or_path` itself."""
         teacher_args = finetune_arguments(
             args,
             "",
             num_train_epochs=self.exp.teacher_num_train_epochs,
             learning_rate=self.exp.teacher_learning_rate,
         )
-        key = {"stage": "teacher", "model": self.model_args.model_name_or_path, "data": block.data_key}
+        key = {"stage": name, "model": self.model_args.model_name_or_path, "data": block.data_key} | more_key
         key["training"] = training_key(teacher_args)
-        train = functools.partial(self._train_teacher, block, teacher_args)
-        return self._stage("teacher", block.folder, key, train, args.seed)
+        train = functools.partial(self._train_teacher, block, teacher_args, start)
+        return self._stage(name, block.folder, key, train, args.seed)
+
+    def dapt_teacher_stage(self, block: Block, args: DistillationArguments) -> dict[str, Any]:
+        """7. `dapt_teacher` (domain-adaptive pre-training, Gururangan et al. 2020): the base model's encoder trained
+        as a masked LM on the source training text and the adaptive student's unlabeled target text (its own stage,
+        `dapt_encoder`, whose folder also keeps the masked LM in `mlm/`), then fine-tuned on the source labels like
+        the teacher. Its record carries the encoder stage under `encoder`."""
+        if args.teacher_model_name_or_path:
+            raise ValueError(
+                "models has 'dapt_teacher', which adapts and fine-tunes model_name_or_path, but "
+                "teacher_model_name_or_path gives one ready teacher; unset it or drop 'dapt_teacher'/'dapt_student'."
+            )
+        base = self.model_args.model_name_or_path
+        key = {"stage": "dapt_encoder", "model": base, "data": block.data_key, "unlabeled": self.unlabeled_key(block)}
+        key["mlm"] = {
+            "num_train_epochs": self.exp.dapt_num_train_epochs,
+            "learning_rate": self.exp.dapt_learning_rate,
+            "mlm_probability": self.exp.dapt_mlm_probability,
+            "batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps,
+            "seed": args.seed,
+        }
+        adapt = functools.partial(self._adapt, block, args)
+        encoder = self._stage("dapt_encoder", block.folder, key, adapt, args.seed)
+        teacher = self._fine_tuned_teacher("dapt_teacher", block, args, encoder["path"], adapted=encoder["hash"])
+        return teacher | {"encoder": {k: encoder[k] for k in ("path", "hash", "reused", "wall_time_s", "train")}}
+
+    def unlabeled_key(self, block: Block) -> dict[str, Any]:
+        """What the unlabeled target rows of a block depend on (beside the seed, in every stage key)."""
+        return {
+            "targets": {d: self.fingerprints[d] for d in block.targets},
+            "ratio": self.exp.unlabeled_ratio,
+            "weights": self.weights,
+        }
 
     def baseline_stage(self, block: Block, teacher: dict[str, Any], args: DistillationArguments) -> dict[str, Any]:
         """2. The baseline: the student (the teacher's layers and head) fine-tuned on the source labels alone, with the
@@ -401,13 +450,9 @@ class Experiment:
         key["training"] = training_key(stage_args)
         if self.long_text.window_key():  # how the teacher reads whole texts for its soft targets (and labels)
             key["teacher_long_text"] = self.long_text.window_key()
-        unlabeled = stage in ("adaptive", "self_trained")
+        unlabeled = stage in ("adaptive", "self_trained", "dapt_student")
         if unlabeled:
-            key["unlabeled"] = {
-                "targets": {d: self.fingerprints[d] for d in block.targets},
-                "ratio": self.exp.unlabeled_ratio,
-                "weights": self.weights,
-            }
+            key["unlabeled"] = self.unlabeled_key(block)
         if stage == "augmented":
             key["augment"] = {
                 "factor": self.exp.augment_factor,
@@ -497,6 +542,7 @@ class Experiment:
             return_predictions=True,
             select_by=self.exp.select_student_by,
             long_text_options=self.long_text,
+            other_teachers=[name for name in runs if name in TEACHER_MODELS and name != "teacher"],
         )
 
     @property
@@ -524,11 +570,44 @@ class Experiment:
     def _load_teacher(self, path: str):
         return load_teacher(path, self.labels), load_tokenizer(path)
 
-    def _train_teacher(self, block: Block, teacher_args: FinetuneArguments, folder: str, resume: bool):
+    def _train_teacher(self, block: Block, teacher_args: FinetuneArguments, start: str, folder: str, resume: bool):
         stage_args = dataclasses.replace(teacher_args, output_dir=folder, resume_from_checkpoint=_last(folder))
-        model = load_classifier(self.model_args.model_name_or_path, label_names=self.labels)
-        tokenizer = load_tokenizer(self.model_args.model_name_or_path)
+        model = load_classifier(start, label_names=self.labels)
+        tokenizer = load_tokenizer(start)
         return self._finetune(model, tokenizer, block, stage_args)
+
+    def _adapt(self, block: Block, args: DistillationArguments, folder: str, resume: bool) -> dict[str, Any]:
+        """Masked-LM training of the base encoder on the block's source training text plus its unlabeled target rows
+        (`hfkd.adaptation.adapt_encoder`); the sources' validation text measures the masked-LM loss before and after.
+        An interrupted run starts over (one epoch of masked-LM training keeps no checkpoints)."""
+        sources = [block.domains[d] for d in block.sources]
+        unlabeled, counts = unlabeled_target_rows(
+            block.domains, block.sources, block.targets, self.exp.unlabeled_ratio, self.weights, seed=args.seed
+        )
+        texts = [text for table in sources for text in table["train"]["text"]] + list(unlabeled["text"])
+        logger.info(f"dapt_encoder: masked-LM training on {len(texts)} texts (unlabeled target rows {counts})")
+        adapt_encoder(
+            self.model_args.model_name_or_path,
+            texts,
+            folder,
+            eval_texts=[text for table in sources for text in table["validation"]["text"]],
+            max_length=self.data_args.max_length,
+            mlm_probability=self.exp.dapt_mlm_probability,
+            num_train_epochs=self.exp.dapt_num_train_epochs,
+            learning_rate=self.exp.dapt_learning_rate,
+            per_device_train_batch_size=args.per_device_train_batch_size,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            weight_decay=args.weight_decay,
+            warmup_steps=args.warmup_steps,
+            seed=args.seed,
+            logging_steps=args.logging_steps,
+            bf16=args.bf16,
+            fp16=args.fp16,
+            disable_tqdm=args.disable_tqdm,
+        )
+        with open(os.path.join(folder, METRICS_FILE)) as f:
+            metrics = json.load(f)
+        return metrics | {"unlabeled_rows": counts}
 
     def _train_baseline(
         self, block: Block, base_args: FinetuneArguments, teacher_path: str, folder: str, resume: bool
@@ -739,13 +818,18 @@ class Experiment:
             "multi_teacher": f"{student}, distilled on the source data from one teacher per source domain (each "
             f"fine-tuned on that domain alone), their soft targets combined per row "
             f"({self.exp.multi_teacher_weighting})",
+            "dapt_teacher": f"{self.model_args.model_name_or_path}, its encoder first trained as a masked LM on the "
+            f"source and unlabeled target text ({self.exp.dapt_num_train_epochs:g} epoch(s), domain-adaptive "
+            "pre-training), then fine-tuned on the source",
+            "dapt_student": f"{student.replace('the teacher', 'dapt_teacher')}, distilled from dapt_teacher on the "
+            f"source data plus unlabeled target text (ratio {self.exp.unlabeled_ratio})",
             "self_trained": f"{student}, distilled on the source data plus target text (ratio "
             f"{self.exp.unlabeled_ratio}) with the teacher's most confident {self.exp.self_training_fraction:.0%} of "
             f"each predicted class as hard labels ({self.exp.self_training_rounds} round(s))",
         }
         return {
             name: {
-                "role": "teacher" if name == "teacher" else "student",
+                "role": "teacher" if name in TEACHER_MODELS else "student",
                 "description": text[name],
                 "num_layers": block["speed"][name].get("num_layers"),
                 "parameters": block["speed"][name].get("parameters"),
