@@ -15,10 +15,19 @@ that provenance; a folder whose record or contents do not match (wrong shape, Na
 The cache is built from the raw text with the *teacher's* tokenizer, so the student may tokenise differently
 (cross-tokenizer distillation). With `long_text="chunk"` the teacher scores the whole text (its logits averaged over
 windows of `max_length` tokens) while the student is trained on its one truncated input: the soft targets then carry
-what the truncation cut off. Under several processes the main process computes and writes it while the others
-wait, then every process memory-maps the same files. Separate runs that need the same folder at the same time take
-turns on a file lock (`.locks/<hash>.lock` in the cache directory): one computes, the others wait and then use its
-files. A folder appears at once (written beside it, then renamed) and is never deleted by another run.
+what the truncation cut off.
+
+Under several processes (`accelerate launch`, DDP, DeepSpeed) every process computes the logits of its own contiguous
+shard of the rows (`PartialState.split_between_processes`), so each row is computed exactly once and no process
+idles; the shards are gathered in process order (`accelerate.utils.gather_object`, no shared disk needed) and the main
+process writes the one cache folder. The folder, its key and its contents do not depend on the number of processes:
+a cache written by one process is reused by eight and the other way round. On several nodes without a shared disk,
+the first process of every other node writes the same folder to its own disk from the gathered logits.
+
+Separate runs that need the same folder at the same time take turns on a file lock (`.locks/<hash>.lock` in the
+cache directory, held by a run's main process): one computes, the others wait and then use its files. A folder appears
+at once (written beside it, then renamed), so a killed run never leaves a partial cache that a later one could take
+for a whole one, and it is never deleted by another run.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import PartialState
+from accelerate.utils import gather_object
 from datasets import Dataset, Features, Sequence, Value, concatenate_datasets
 from filelock import FileLock, Timeout
 from transformers import PreTrainedModel
@@ -269,10 +279,8 @@ def _write_cache(folder: str, logits: np.ndarray, provenance: dict[str, Any]) ->
         shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful rename
 
 
-def _fill_cache(folder: str, provenance: dict[str, Any], compute: Callable[[], np.ndarray]) -> None:
-    """Compute and write the cache `folder` unless it exists. Under a file lock per folder, so that runs needing the
-    same logits at the same time compute them once: the others wait, then find the folder (checked again under the
-    lock) and use it."""
+def _lock(folder: str) -> FileLock:
+    """Take the file lock of the cache `folder` (waiting, with a log line, while another run holds it)."""
     lock_dir = os.path.join(os.path.dirname(folder) or ".", LOCK_DIR)
     os.makedirs(lock_dir, exist_ok=True)
     lock = FileLock(os.path.join(lock_dir, f"{os.path.basename(folder)}.lock"))
@@ -281,13 +289,53 @@ def _fill_cache(folder: str, provenance: dict[str, Any], compute: Callable[[], n
     except Timeout:
         logger.info(f"Another run is computing the teacher logits for {folder}; waiting for it.")
         lock.acquire()
+    return lock
+
+
+def _everywhere(flag: bool) -> bool:
+    """Whether `flag` holds on every process (a collective call: every process must make it)."""
+    state = PartialState()
+    return all(gather_object([flag])) if state.num_processes > 1 else flag
+
+
+def _fill_cache(
+    folder: str, provenance: dict[str, Any], texts: list[str], compute: Callable[[list[str]], np.ndarray]
+) -> None:
+    """Compute and write the cache `folder` unless it exists; a collective call under several processes.
+
+    The main process holds a file lock per folder meanwhile, so that runs needing the same logits at the same time
+    compute them once: the others wait, then find the folder (checked again under the lock) and use it. Each process
+    runs `compute` on its own contiguous shard of `texts` (`PartialState.split_between_processes`: each row exactly
+    once); the shards are gathered in process order and the main process writes them as one folder with
+    [`_write_cache`]. The first process of every other node then writes it too where its disk lacks it (nodes
+    without a shared disk)."""
+    state = PartialState()
+    lock = _lock(folder) if state.is_main_process else None
     try:
-        if os.path.isdir(folder):
-            logger.info(f"Another run computed the teacher logits in {folder} meanwhile; using them.")
+        state.wait_for_everyone()  # every process looks only once the main one holds the lock
+        if _everywhere(os.path.isdir(folder)):
+            if state.is_main_process:
+                logger.info(f"Another run computed the teacher logits in {folder} meanwhile; using them.")
             return
-        _write_cache(folder, compute(), provenance)
+        with state.split_between_processes(texts) as shard:
+            if shard:
+                mine = compute(shard)
+            else:  # fewer rows than processes
+                mine = np.empty((0, len(provenance["label_names"])), dtype=np.float32)
+        shards = gather_object([mine]) if state.num_processes > 1 else [mine]
+        logits = np.concatenate(shards).astype(np.float32, copy=False)
+        if len(logits) != len(texts):  # split_between_processes and gather_object keep every row, in order
+            raise RuntimeError(f"The teacher-logit shards hold {len(logits)} rows for {len(texts)} texts.")
+        if state.is_main_process:
+            _write_cache(folder, logits, provenance)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
+    if state.num_processes > 1:
+        state.wait_for_everyone()
+        if state.is_local_main_process and not state.is_main_process and not os.path.isdir(folder):
+            _write_cache(folder, logits, provenance)  # another node's own disk
+        state.wait_for_everyone()
 
 
 def with_teacher_logits(
@@ -307,13 +355,16 @@ def with_teacher_logits(
     """`dataset` (with a raw `text_column`) plus the `teacher_logits` column, from the cache or computed once; the
     text column is dropped. The teacher is loaded only when the logits must be computed (pass a loaded one to save
     that). `long_text_options` (`DataArguments.long_text_options`) say how the teacher reads long texts: truncated,
-    or whole (`long_text="chunk"`: its logits averaged over windows); they are part of the cache key."""
+    or whole (`long_text="chunk"`: its logits averaged over windows); they are part of the cache key.
+
+    Under several processes every process must call it (it synchronises them): each computes the logits of its own
+    shard of the rows, and every process gets the whole column (see the module docstring)."""
     if text_column not in dataset.column_names:
         raise ValueError(
             f"The teacher-logit cache needs the raw text, but the dataset has no {text_column!r} column (columns "
             f"{dataset.column_names}); tokenize with keep_text=True."
         )
-    texts = dataset[text_column]
+    texts = list(dataset[text_column])  # a plain list: split between processes by position
     tokenizer = teacher_tokenizer or load_tokenizer(teacher_name_or_path)
     provenance = cache_provenance(
         texts,
@@ -326,15 +377,19 @@ def with_teacher_logits(
     )
     folder = os.path.join(cache_dir or default_cache_dir(), content_hash(provenance))
 
-    def compute() -> np.ndarray:
+    state = PartialState()
+
+    def compute(shard: list[str]) -> np.ndarray:
         nonlocal teacher
         if teacher is None:
             teacher = load_teacher(teacher_name_or_path, label_names)
-        logger.info(f"Computing the teacher's logits on {len(texts)} rows once; caching them in {folder}.")
+        if state.is_main_process:
+            where = f" over {state.num_processes} processes" if state.num_processes > 1 else ""
+            logger.info(f"Computing the teacher's logits on {len(texts)} rows once{where}; caching them in {folder}.")
         return compute_teacher_logits(
             teacher,
             tokenizer,
-            texts,
+            shard,
             label_names,
             max_length=max_length,
             batch_size=batch_size,
@@ -342,10 +397,10 @@ def with_teacher_logits(
             long_text_options=long_text_options,
         )
 
-    with PartialState().main_process_first():  # the main process computes; the others then find it on disk
-        if os.path.isdir(folder):
+    if _everywhere(os.path.isdir(folder)):
+        if state.is_main_process:
             logger.info(f"Using the cached teacher logits in {folder} ({len(texts)} rows).")
-        else:
-            _fill_cache(folder, provenance, compute)
-        logits = load_cache(folder, provenance)
+    else:
+        _fill_cache(folder, provenance, texts, compute)
+    logits = load_cache(folder, provenance)
     return concatenate_datasets([dataset.remove_columns(text_column), logits], axis=1)

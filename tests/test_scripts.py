@@ -166,7 +166,7 @@ def test_both_scripts_under_two_process_ddp(tmp_path):
         str(tmp_path / "cache"),
     )
     assert out.count("Saved the student") == 1
-    # the teacher-logit cache is computed once (train, validation, test), by the main process, not once per process
+    # the teacher-logit cache is computed once (train, validation, test): each process its own shard, logged once
     caches = [name for name in os.listdir(tmp_path / "cache") if not name.startswith(".")]  # not .locks
     assert out.count("Computing the teacher's logits") == 3 and len(caches) == 3
     for folder in (teacher, student):

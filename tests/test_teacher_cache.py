@@ -26,7 +26,18 @@ from hfkd.teacher_logits import (
     with_teacher_logits,
 )
 
-from .conftest import LABELS, SPECIAL, TINY, WORDS, load_script, make_tokenizer, sentiment_of, tiny_bert, tiny_texts
+from .conftest import (
+    LABELS,
+    SPECIAL,
+    TINY,
+    WORDS,
+    launch_ddp,
+    load_script,
+    make_tokenizer,
+    sentiment_of,
+    tiny_bert,
+    tiny_texts,
+)
 
 
 @pytest.fixture
@@ -358,6 +369,99 @@ def test_two_runs_filling_the_same_cache_at_once_both_succeed(tmp_path, teacher_
     # and it is the cache a later run in this process finds (the same provenance)
     reused = cached(Dataset.from_dict({"text": tiny_texts(20)}), teacher_dir, cache)
     np.testing.assert_array_equal(np.array(reused[TEACHER_LOGITS_COLUMN]), np.load(work / "logits-a.npy"))
+
+
+def test_a_failed_pass_leaves_no_cache_behind(tmp_path, teacher_dir, monkeypatch):
+    # the teacher's pass dies part-way (a killed process, an OOM): nothing is written that a later run could take for
+    # a whole cache, and the lock is free again for the next run, which computes the cache
+    def dies(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    compute = teacher_logits.compute_teacher_logits
+    monkeypatch.setattr(teacher_logits, "compute_teacher_logits", dies)
+    cache = tmp_path / "cache"
+    with pytest.raises(RuntimeError, match="killed"):
+        cached(raw(12), teacher_dir, cache)
+    assert cache_folders(cache) == [] and set(os.listdir(cache)) <= {".locks"}
+    monkeypatch.setattr(teacher_logits, "compute_teacher_logits", compute)
+    assert cached(raw(12), teacher_dir, cache).num_rows == 12 and len(cache_folders(cache)) == 1
+
+
+# One process of a 2-process CPU DDP run: it records the rows it computed, fills a fresh cache (sharded), reads it
+# again, and reads a cache that one process wrote before the launch.
+_DDP_RUN = """
+import json, os, sys
+from hfkd.launch import prepare_launch_environment
+
+prepare_launch_environment()
+import numpy as np
+from accelerate import Accelerator
+from datasets import Dataset
+from hfkd import teacher_logits
+from hfkd.teacher_logits import TEACHER_LOGITS_COLUMN, with_teacher_logits
+
+work, teacher_dir = sys.argv[1:3]
+spec = json.load(open(os.path.join(work, "spec.json")))
+state = Accelerator().state  # as a training script sets it up first (CPU DDP: gloo)
+computed = []
+compute = teacher_logits.compute_teacher_logits
+
+def counting(teacher, tokenizer, texts, *args, **kwargs):
+    computed.append(list(texts))
+    return compute(teacher, tokenizer, texts, *args, **kwargs)
+
+teacher_logits.compute_teacher_logits = counting
+table = Dataset.from_dict({"text": spec["texts"]})
+for name, cache in (("fresh", "ddp"), ("again", "ddp"), ("single", "single")):
+    cache_dir = os.path.join(work, cache)
+    dataset = with_teacher_logits(table, teacher_dir, spec["labels"], max_length=32, cache_dir=cache_dir)
+    logits = np.array(dataset[TEACHER_LOGITS_COLUMN], dtype=np.float32)
+    np.save(os.path.join(work, f"{name}-{state.process_index}.npy"), logits)
+with open(os.path.join(work, f"rank-{state.process_index}.json"), "w") as f:
+    json.dump({"processes": state.num_processes, "computed": computed}, f)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_each_compute_their_shard_of_the_same_cache(tmp_path, monkeypatch):
+    teacher_dir = str(tmp_path / "teacher")  # initializer_range 0.2: logits that differ from text to text
+    tiny_bert(seed=3, initializer_range=0.2).save_pretrained(teacher_dir)
+    make_tokenizer(teacher_dir).save_pretrained(teacher_dir)
+    texts = tiny_texts(37, seed=5)  # an odd number: the shards differ by one row
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "spec.json").write_text(json.dumps({"texts": texts, "labels": LABELS}))
+    table = Dataset.from_dict({"text": texts})
+    single = np.array(cached(table, teacher_dir, work / "single")[TEACHER_LOGITS_COLUMN], dtype=np.float32)
+    assert np.ptp(single, axis=0).min() > 1e-2  # the rows differ: the comparisons below can fail
+
+    script = tmp_path / "ddp_cache.py"
+    script.write_text(_DDP_RUN)
+    launch_ddp(str(script), str(work), teacher_dir)
+
+    ranks = [json.loads((work / f"rank-{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["processes"] for r in ranks] == [2, 2]
+    # each process computed once, for the fresh cache only: its own contiguous shard; together every row exactly once
+    assert [len(r["computed"]) for r in ranks] == [1, 1]
+    shards = [r["computed"][0] for r in ranks]
+    assert [len(shard) for shard in shards] == [19, 18] and shards[0] + shards[1] == texts
+    for rank in (0, 1):
+        fresh, again = np.load(work / f"fresh-{rank}.npy"), np.load(work / f"again-{rank}.npy")
+        np.testing.assert_allclose(fresh, single, atol=1e-5, rtol=0)  # as one process computes it
+        np.testing.assert_array_equal(again, fresh)
+        np.testing.assert_array_equal(np.load(work / f"single-{rank}.npy"), single)  # 1 process wrote, 2 read
+    # the same key (folder name and record) as one process's, one folder, no shard or temporary folder left behind
+    assert cache_folders(work / "ddp") == cache_folders(work / "single") and len(cache_folders(work / "ddp")) == 1
+    (folder,) = cache_folders(work / "ddp")
+    record = json.loads((work / "ddp" / folder / CACHE_RECORD).read_text())
+    assert record == json.loads((work / "single" / folder / CACHE_RECORD).read_text())
+    assert set(os.listdir(work / "ddp")) == {folder, ".locks"}
+    # 2 processes wrote, 1 reads: reused, not recomputed
+    calls = count_computes(monkeypatch)
+    reread = cached(table, teacher_dir, work / "ddp")
+    assert calls == []
+    reread = np.array(reread[TEACHER_LOGITS_COLUMN], dtype=np.float32)
+    np.testing.assert_array_equal(reread, np.load(work / "fresh-0.npy"))
 
 
 # ---- long texts: the options in the key, the teacher reading whole texts --------------------------------------------

@@ -18,6 +18,7 @@ from .domains import (
 from .long_text import LongTextOptions, average_windows, tokenize_texts, tokenize_windows
 from .newsgroups import NEWSGROUP_DOMAINS, NEWSGROUPS_LABELS
 from .source import SourceSplits, domain_label_names, load_data, tokenize_source_splits
+from .streaming import stream_batches, stream_texts, tokenize_stream
 
 __all__ = [
     "EVALUATION_SPLIT",
@@ -38,8 +39,11 @@ __all__ = [
     "format_domain_counts",
     "load_data",
     "load_domains",
+    "stream_batches",
+    "stream_texts",
     "tokenize_domains",
     "tokenize_source_splits",
+    "tokenize_stream",
     "tokenize_texts",
     "tokenize_windows",
 ]
