@@ -196,6 +196,21 @@ def experiment_once(tmp_path_factory):
     return tmp_path
 
 
+OPT_IN_MODELS = ["teacher", "distilled", "adaptive", "self_trained", "augmented", "dapt_student"]
+
+
+@pytest.fixture(scope="session")
+def opt_in_experiment(experiment_once, tmp_path_factory):
+    """`(tmp_path, results)`: the session's tiny experiment plus the opt-in students (`self_trained` in two rounds,
+    `augmented`, `dapt_teacher` and `dapt_student`), trained once in a copy for the tests of their modules; the
+    teacher, distilled and adaptive stages are reused."""
+    tmp_path = tmp_path_factory.mktemp("experiment-opt-in")
+    copy_run(experiment_once, tmp_path)
+    args = ["--models", *OPT_IN_MODELS, "--self_training_rounds", "2", "--self_training_fraction", "0.5"]
+    args += ["--augment_factor", "1", "--dapt_learning_rate", "5e-3", "--dapt_num_train_epochs", "2"]
+    return tmp_path, run_experiment(tmp_path, *args)
+
+
 @pytest.fixture(scope="module")
 def experiment(experiment_once, tmp_path_factory):
     """`(tmp_path, results)`: a test module's own copy of the session's experiment (its tests may rerun stages or

@@ -24,6 +24,7 @@ from hfkd.augment import (
     span_drop,
 )
 from hfkd.data.dedup import dedup_key
+from hfkd.experiment import ExperimentArguments
 from hfkd.losses import IGNORE_INDEX
 
 from .conftest import make_tokenizer, tiny_bert_config, tiny_dataset, tiny_texts
@@ -189,11 +190,8 @@ def test_augmented_rows_are_unlabeled_and_concatenate_with_the_data():
     assert both.num_rows == 16 + rows.num_rows
 
 
-def test_augmented_student_of_an_experiment_learns_soft_targets_on_more_text(experiment):
-    from .conftest import run_experiment
-
-    tmp_path, _ = experiment  # the session's tiny experiment: its teacher and distilled student are reused
-    results = run_experiment(tmp_path, "--models", "teacher", "distilled", "augmented", "--augment_factor", "1")
+def test_augmented_student_of_an_experiment_learns_soft_targets_on_more_text(opt_in_experiment):
+    _, results = opt_in_experiment  # one augmented copy per text; the teacher and distilled student reused
     block = results["blocks"][0]
     stages = block["stages"]
     assert stages["teacher"]["reused"] and stages["distilled"]["reused"] and not stages["augmented"]["reused"]
@@ -205,4 +203,4 @@ def test_augmented_student_of_an_experiment_learns_soft_targets_on_more_text(exp
     assert ("augmented", "distilled") in {(c["a"], c["b"]) for c in block["comparisons"]}
     assert "augmented cop" in results["models"]["augmented"]["description"]
     with pytest.raises(ValueError, match="augment_methods has mlm_replace but augment_mlm_model is not set"):
-        run_experiment(tmp_path, "--models", "teacher", "augmented", "--augment_methods", "mlm_replace")
+        ExperimentArguments(models=["teacher", "augmented"], augment_methods=["mlm_replace"])
