@@ -112,14 +112,22 @@ def _find_config_path(args: list[str]) -> str | None:
     return None
 
 
-def config_to_dict(*dataclass_objs: Any) -> dict[str, Any]:
-    """The flat, JSON/YAML-serialisable config of a run (what a YAML config with every key would hold)."""
+def config_to_dict(*dataclass_objs: Any, defaults: bool = False) -> dict[str, Any]:
+    """The flat, JSON/YAML-serialisable config of a run (what a YAML config with every key would hold); with
+    `defaults`, the fields' declared defaults instead of their values (fields without one are left out)."""
     flat: dict[str, Any] = {}
     for obj in dataclass_objs:
         for f in dataclasses.fields(obj):
             if not f.init or f.name.startswith("_"):
                 continue
-            value = getattr(obj, f.name)
+            if not defaults:
+                value = getattr(obj, f.name)
+            elif f.default is not dataclasses.MISSING:
+                value = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+            else:
+                continue
             if hasattr(value, "value"):  # enums such as IntervalStrategy
                 value = value.value
             if isinstance(value, (str, int, float, bool, type(None))):

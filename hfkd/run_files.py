@@ -59,9 +59,19 @@ def hardware_info() -> dict[str, Any]:
     }
 
 
-def check_output_dir(output_dir: str, script: str, config: dict[str, Any], *, overwrite: bool, resuming: bool) -> None:
+def check_output_dir(
+    output_dir: str,
+    script: str,
+    config: dict[str, Any],
+    *,
+    overwrite: bool,
+    resuming: bool,
+    defaults: dict[str, Any] | None = None,
+) -> None:
     """Refuse to train into a folder that holds a run of another script or config (nothing is overwritten by
-    accident); the same config, `resume_from_checkpoint` or `overwrite_output_dir` go ahead."""
+    accident); the same config, `resume_from_checkpoint` or `overwrite_output_dir` go ahead. An option the earlier
+    run's record does not have (it came in a later version) counts as unchanged while it is at its value in `defaults`
+    (the flat defaults, `config_to_dict(..., defaults=True)`)."""
 
     path = os.path.join(output_dir, RUN_INFO_FILE)
     if overwrite or resuming or not os.path.isfile(path):
@@ -72,7 +82,10 @@ def check_output_dir(output_dir: str, script: str, config: dict[str, Any], *, ov
     except (OSError, json.JSONDecodeError):
         return  # not a readable run record: nothing to compare with
     old = training_settings(previous.get("config") or {})
-    changes = changed_settings(old, training_settings(config))
+    new = training_settings(config)
+    defaults = defaults or {}
+    new = {k: v for k, v in new.items() if k in old or k not in defaults or v != defaults[k]}
+    changes = changed_settings(old, new)
     if previous.get("script") != script:
         changes.insert(0, f"script: {previous.get('script')!r} -> {script!r}")
     if changes:

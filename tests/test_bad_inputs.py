@@ -10,6 +10,7 @@ import torch
 from transformers import AutoConfig, BertTokenizerFast
 
 from hfkd import DistillationArguments, DistillationTrainer
+from hfkd.run_files import check_output_dir, write_run_info
 
 from .conftest import ROOT, SPECIAL, TINY, WORDS, load_script, run_script, tiny_bert
 
@@ -315,3 +316,16 @@ def test_a_bad_input_under_accelerate_launch_ends_in_one_error_line(tmp_path):
     proc = launch_distill(tmp_path, *args, traceback=True)  # HFKD_TRACEBACK=1: the traceback instead
     assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr
     assert "ValueError: Could not read" in proc.stderr and "\nerror: " not in proc.stderr
+
+
+def test_an_option_newer_than_the_earlier_run_counts_as_unchanged_at_its_default(tmp_path):
+    write_run_info(str(tmp_path), "distill", {"temperature": 2.0})  # a record from before `truncation` existed
+    defaults = {"temperature": 2.0, "truncation": "head"}
+    check = dict(overwrite=False, resuming=False, defaults=defaults)
+    check_output_dir(str(tmp_path), "distill", {"temperature": 2.0, "truncation": "head"}, **check)  # no error
+    with pytest.raises(ValueError, match=r"another config \(truncation: None -> 'tail'\)"):
+        check_output_dir(str(tmp_path), "distill", {"temperature": 2.0, "truncation": "tail"}, **check)
+    with pytest.raises(ValueError, match=r"truncation: None -> 'head'"):  # without defaults: every new key counts
+        check_output_dir(
+            str(tmp_path), "distill", {"temperature": 2.0, "truncation": "head"}, overwrite=False, resuming=False
+        )

@@ -418,7 +418,10 @@ def finetune(
     )
     config = redact(config_to_dict(model_args, data_args, student_args, args))
     resuming = args.resume_from_checkpoint is not None
-    check_output_dir(args.output_dir, "finetune", config, overwrite=args.overwrite_output_dir, resuming=resuming)
+    defaults = config_to_dict(model_args, data_args, student_args, args, defaults=True)
+    check_output_dir(
+        args.output_dir, "finetune", config, overwrite=args.overwrite_output_dir, resuming=resuming, defaults=defaults
+    )
     if accelerator.is_main_process:
         write_run_info(args.output_dir, "finetune", config, extra={"source_domains": splits.domains})
     if accelerator.log_with:
