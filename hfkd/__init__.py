@@ -11,8 +11,9 @@ from .losses import distillation_loss, hard_label_ce, soft_target_kl
 from .models import load_classifier, load_tokenizer
 from .parser import HfkdParser
 from .pipelines.finetune import FinetuneArguments, ModelArguments
-from .students import student_from_teacher, student_tokenizer
+from .students import prune_width, student_from_teacher, student_tokenizer
 from .trainer import DistillationTrainer
+from .vocabulary import trim_vocabulary
 
 __version__ = importlib.metadata.version("hfkd")
 
@@ -35,9 +36,11 @@ __all__ = [
     "load_classifier",
     "load_domains",
     "load_tokenizer",
+    "prune_width",
     "run_experiment",
     "soft_target_kl",
     "student_from_teacher",
     "student_tokenizer",
     "tokenize_domains",
+    "trim_vocabulary",
 ]

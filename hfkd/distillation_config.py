@@ -20,10 +20,13 @@ from .arguments import (
 )
 from .losses import ATTENTION_LOSSES, DISTILLATION_LOSSES, HIDDEN_LOSSES
 
+STUDENT_VOCABULARIES = ("full", "trimmed")
+
 
 @dataclass
 class StudentArguments:
-    """How a student is made from a teacher (DistilBERT-style: the teacher's embeddings, some layers, its head)."""
+    """How a student is made from a teacher (DistilBERT-style: the teacher's embeddings, some layers, its head;
+    optionally narrower, and with the vocabulary of its training text only)."""
 
     student_num_layers: int | None = field(
         default=None,
@@ -41,14 +44,47 @@ class StudentArguments:
         },
     )
 
+    student_hidden_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "A narrower student: keep this many of the teacher's hidden dimensions (a multiple of its head "
+            "size, e.g. 192 of MiniLM's 384; heads scaled by the same ratio), chosen by their activations on the "
+            "training text (by weight norms where no text is at hand). Default: the teacher's width."
+        },
+    )
+    student_intermediate_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "The narrower student's feed-forward width. Default: the teacher's, scaled like the hidden size."
+        },
+    )
+    student_vocabulary: str = field(
+        default="full",
+        metadata={
+            "help": "'full': the teacher's vocabulary; 'trimmed': only the special tokens, the tokens of the text the "
+            "student trains on and the single characters (with their ## forms), with their embedding rows (a word "
+            "outside them becomes [UNK]). 'trimmed' needs cached teacher logits."
+        },
+    )
+
     def __post_init__(self):
         check_range("student_num_layers", self.student_num_layers, 1)
         check_choice("student_architecture", self.student_architecture, ("same", "distilbert"))
+        check_range("student_hidden_size", self.student_hidden_size, 1, hint="use e.g. 192 for a 384-wide teacher")
+        check_range(
+            "student_intermediate_size", self.student_intermediate_size, 1, hint="leave it unset (scaled with width)"
+        )
+        check_choice("student_vocabulary", self.student_vocabulary, STUDENT_VOCABULARIES)
 
     @property
     def builds_student(self) -> bool:
-        """Whether these arguments ask for a student cut from a teacher."""
-        return self.student_num_layers is not None or self.student_layer_ids is not None
+        """Whether these arguments ask for a student cut from a teacher (fewer layers, or narrower)."""
+        return self.student_num_layers is not None or self.student_layer_ids is not None or self.narrows
+
+    @property
+    def narrows(self) -> bool:
+        """Whether the student is to be narrower than the teacher (`student_hidden_size` / `_intermediate_size`)."""
+        return self.student_hidden_size is not None or self.student_intermediate_size is not None
 
 
 TEACHER_LOGITS_MODES = ("auto", "cache", "online")

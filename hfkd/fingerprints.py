@@ -35,6 +35,14 @@ _NOT_IN_KEY = {
 
 _NOT_IN_KEY_PREFIXES = ("logging_", "log_", "save_", "eval_", "hub_", "trackio_", "include_")
 
+# Fields added after stage keys were first written, left out of a key while they hold these defaults: a config that
+# does not use them keeps the key (and reuses the stages and runs) it had before they existed.
+_NEW_FIELD_DEFAULTS = {
+    "student_hidden_size": None,
+    "student_intermediate_size": None,
+    "student_vocabulary": "full",
+}
+
 
 def training_key(*configs: Any) -> dict[str, Any]:
     """The settings of some argument dataclasses that change a trained model (see `_NOT_IN_KEY`)."""
@@ -42,8 +50,16 @@ def training_key(*configs: Any) -> dict[str, Any]:
 
 
 def training_settings(flat: dict[str, Any]) -> dict[str, Any]:
-    """The entries of a flat config that change what is trained (not where it goes, how often it logs, ...)."""
-    return {k: v for k, v in flat.items() if k not in _NOT_IN_KEY and not k.startswith(_NOT_IN_KEY_PREFIXES)}
+    """The entries of a flat config that change what is trained (not where it goes, how often it logs, ...).
+
+    Fields added later (`_NEW_FIELD_DEFAULTS`) count only when they differ from their default."""
+    return {
+        k: v
+        for k, v in flat.items()
+        if k not in _NOT_IN_KEY
+        and not k.startswith(_NOT_IN_KEY_PREFIXES)
+        and not (k in _NEW_FIELD_DEFAULTS and v == _NEW_FIELD_DEFAULTS[k])
+    }
 
 
 def changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -41,6 +41,20 @@ def recorded_teacher_layers(student: PreTrainedModel, teacher: PreTrainedModel) 
     return list(record["layer_ids"])
 
 
+def kept_hidden_dims(student: PreTrainedModel, teacher_width: int | None) -> torch.Tensor | None:
+    """The teacher's hidden dimensions a student narrowed by [`~hfkd.students.prune_width`] kept (its
+    `config.hfkd_student["hidden_dims"]`), when they fit this student and a teacher of width `teacher_width`."""
+    record = getattr(student.config, "hfkd_student", None)
+    if not isinstance(record, dict) or not record.get("hidden_dims"):
+        return None
+    dims = list(record["hidden_dims"])
+    if record.get("teacher_hidden_size") != teacher_width or len(dims) != hidden_size(student):
+        return None
+    if len(set(dims)) != len(dims) or not all(isinstance(d, int) and 0 <= d < teacher_width for d in dims):
+        return None
+    return torch.tensor(dims, dtype=torch.long)
+
+
 class IntermediateTerms:
     """The hidden-state, attention and embedding terms of one student/teacher pair (the weights > 0 of `args`)."""
 
@@ -62,7 +76,8 @@ class IntermediateTerms:
             if num_heads(student) != num_heads(teacher):
                 raise ValueError(
                     f"attention_weight > 0 compares attention maps head by head, but the student has "
-                    f"{num_heads(student)} heads and the teacher {num_heads(teacher)}; set attention_weight to 0."
+                    f"{num_heads(student)} heads and the teacher {num_heads(teacher)} (a student_hidden_size below "
+                    "the teacher's keeps fewer heads); set attention_weight to 0."
                 )
             for model in (student, teacher):  # SDPA / flash kernels do not return attention probabilities
                 model.set_attn_implementation("eager")
@@ -72,6 +87,13 @@ class IntermediateTerms:
             names = [f"layer_{s}" for s, _ in self.pairs] * ("hidden" in self.active)
             names += ["embeddings"] * ("embedding" in self.active)
             projection = nn.ModuleDict({name: nn.Linear(*widths) for name in names})
+            kept = kept_hidden_dims(student, widths[1])
+            if kept is not None:  # a student narrowed from this teacher: start from putting its dims back in place
+                with torch.no_grad():
+                    for linear in projection.values():
+                        linear.weight.zero_()
+                        linear.weight[kept, torch.arange(len(kept))] = 1.0
+                        linear.bias.zero_()
             param = next(student.parameters())
             setattr(student, PROJECTION_ATTR, projection.to(device=param.device, dtype=param.dtype))
             logger.info(f"Student width {widths[0]} != teacher width {widths[1]}: learned projections for {names}.")

@@ -4,6 +4,11 @@
 into a smaller model, either of the teacher's own class (`architecture="same"`) or, for a BERT teacher, a
 `DistilBertForSequenceClassification` (`architecture="distilbert"`). The student's config records where it came from
 in `config.hfkd_student`, which `save_pretrained` keeps.
+
+A student can also be narrower than its teacher ([`prune_width`], in the spirit of Minitron and Sheared LLaMA): the
+hidden dimensions, attention heads and feed-forward neurons that matter most ([`activation_importance`] on some of
+the training text, or [`weight_importance`] without data) are kept, and every weight matrix, bias and LayerNorm is
+sliced to them consistently.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -18,7 +24,7 @@ from transformers import DistilBertConfig, DistilBertForSequenceClassification
 from transformers.modeling_utils import PreTrainedModel
 from transformers.utils import logging
 
-from .models import load_classifier
+from .models import forward_argument_names, load_classifier
 
 logger = logging.get_logger(__name__)
 
@@ -109,6 +115,10 @@ def student_from_teacher(
     num_layers: int | None = None,
     layer_ids: Sequence[int] | None = None,
     architecture: str = "same",
+    *,
+    hidden_size: int | None = None,
+    intermediate_size: int | None = None,
+    importance: WidthImportance | None = None,
 ) -> PreTrainedModel:
     """
     Build a smaller student initialised from the teacher's weights, DistilBERT-style.
@@ -130,25 +140,37 @@ def student_from_teacher(
               embedding is folded into the position embeddings, so for single-segment input (token_type_ids all 0)
               the encoder computes exactly what the teacher's layers compute. DistilBERT's head applies ReLU after
               `pre_classifier` (copied from BERT's pooler, which uses tanh), so the logits differ from the teacher's.
+        hidden_size (`int`, *optional*): a narrower student: keep this many of the teacher's hidden dimensions
+            (a multiple of its head size; the heads are scaled by the same ratio), see [`prune_width`].
+        intermediate_size (`int`, *optional*): the student's feed-forward width; by default the teacher's scaled
+            by `hidden_size / teacher hidden size`.
+        importance ([`WidthImportance`], *optional*): which dimensions, heads and neurons to keep when narrowing;
+            defaults to [`weight_importance`] of the teacher (pass [`activation_importance`] when text is at hand).
 
     Returns:
         `PreTrainedModel`: the student, with `config.hfkd_student = {"teacher", "architecture", "layer_ids",
-        "num_teacher_layers"}`.
+        "num_teacher_layers"}` (a narrowed one also records `hidden_size`, `intermediate_size`,
+        `num_attention_heads`, `width_importance` and the teacher's `hidden_dims` it kept).
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture={architecture!r} is not valid; use one of {list(ARCHITECTURES)}.")
     layers_name, teacher_layers = _encoder_layers(teacher)
     ids = _resolve_layer_ids(len(teacher_layers), num_layers, layer_ids)
+    source, width = teacher, None
+    if hidden_size is not None or intermediate_size is not None:
+        # narrow the whole teacher first, then cut its layers (or convert it) exactly as for a full-width student
+        source, width = _prune_width(teacher, hidden_size, intermediate_size, importance)
+        layers_name, teacher_layers = _encoder_layers(source)
     if architecture == "same":
-        student = _same_student(teacher, layers_name, ids)
+        student = _same_student(source, layers_name, ids)
     else:
-        student = _distilbert_student(teacher, teacher_layers, ids)
+        student = _distilbert_student(source, teacher_layers, ids)
     student.config.hfkd_student = {
         "teacher": teacher.config.name_or_path or None,
         "architecture": architecture,
         "layer_ids": ids,
         "num_teacher_layers": len(teacher_layers),
-    }
+    } | (width or {})
     param = next(teacher.parameters())
     return student.to(device=param.device, dtype=param.dtype).eval()
 
@@ -270,6 +292,344 @@ def _distilbert_student(teacher: PreTrainedModel, teacher_layers: nn.ModuleList,
         "applies ReLU after pre_classifier where BERT's pooler applies tanh, so its logits differ until trained."
     )
     return student
+
+
+# ---- narrower students: width pruning ------------------------------------------------------------------------------
+
+
+@dataclass
+class WidthImportance:
+    """How much each prunable unit of a BERT-layout model matters (higher is kept first).
+
+    Attributes:
+        hidden (`torch.Tensor`): `(hidden_size,)`, one score per dimension of the residual stream (embeddings and
+            every layer's output share these dimensions).
+        heads (`list[torch.Tensor]`): per encoder layer, `(num_attention_heads,)`.
+        neurons (`list[torch.Tensor]`): per encoder layer, `(intermediate_size,)`: the feed-forward neurons.
+        source (`str`): where the scores came from: `"activations"`, `"weights"` or `"given"`.
+    """
+
+    hidden: torch.Tensor
+    heads: list[torch.Tensor]
+    neurons: list[torch.Tensor]
+    source: str = "given"
+
+
+@dataclass
+class _Layer:
+    query: nn.Linear
+    key: nn.Linear
+    value: nn.Linear
+    attention_output: nn.Linear
+    attention_norm: nn.LayerNorm
+    intermediate: nn.Linear
+    output: nn.Linear
+    output_norm: nn.LayerNorm
+
+
+def _bert_layout(model: PreTrainedModel) -> tuple[nn.Module, list[_Layer]]:
+    """The embeddings module and the parts of each encoder layer of a BERT-layout model (BERT, MiniLM, RoBERTa,
+    ELECTRA without an embedding projection); a `ValueError` for any other layout."""
+    base = model.base_model
+    embeddings = getattr(base, "embeddings", None)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    problem = None
+    if embeddings is None or not isinstance(layers, nn.ModuleList):
+        problem = "no base_model.embeddings / base_model.encoder.layer"
+    elif getattr(base, "embeddings_project", None) is not None:
+        problem = "an embedding projection (embedding_size != hidden_size)"
+    elif not isinstance(getattr(embeddings, "LayerNorm", None), nn.LayerNorm):
+        problem = "no embeddings.LayerNorm"
+    parts = []
+    for layer in layers if problem is None else []:
+        try:
+            attention = layer.attention
+            part = _Layer(
+                attention.self.query,
+                attention.self.key,
+                attention.self.value,
+                attention.output.dense,
+                attention.output.LayerNorm,
+                layer.intermediate.dense,
+                layer.output.dense,
+                layer.output.LayerNorm,
+            )
+        except AttributeError as e:
+            problem = f"an encoder layer without the BERT parts ({e})"
+            break
+        if getattr(layer, "crossattention", None) is not None:
+            problem = "cross-attention layers"
+            break
+        parts.append(part)
+    if problem is not None:
+        raise ValueError(
+            f"student_hidden_size / student_intermediate_size narrow BERT-layout teachers (BERT, MiniLM, RoBERTa, "
+            f"ELECTRA); {type(model).__name__} (model_type={model.config.model_type!r}) has {problem}. Leave "
+            "student_hidden_size and student_intermediate_size unset for this teacher."
+        )
+    return embeddings, parts
+
+
+def _residual_norms(embeddings: nn.Module, layers: list[_Layer]) -> list[nn.LayerNorm]:
+    return [embeddings.LayerNorm] + [norm for p in layers for norm in (p.attention_norm, p.output_norm)]
+
+
+@torch.no_grad()
+def weight_importance(model: PreTrainedModel) -> WidthImportance:
+    """Importance from the weights alone (no data): a hidden dimension by the summed |gain| of the LayerNorms that
+    write the residual stream, a head by `‖W_value[head]‖ · ‖W_out[:, head]‖`, a feed-forward neuron by
+    `‖W_in[neuron]‖ · ‖W_out[:, neuron]‖`."""
+    embeddings, layers = _bert_layout(model)
+    hidden = sum(norm.weight.detach().float().abs() for norm in _residual_norms(embeddings, layers))
+    heads, neurons = [], []
+    for part in layers:
+        n = model.config.num_attention_heads
+        value = part.value.weight.detach().float().reshape(n, -1, part.value.in_features).flatten(1).norm(dim=1)
+        out = part.attention_output.weight.detach().float().reshape(part.attention_output.out_features, n, -1)
+        heads.append(value * out.transpose(0, 1).flatten(1).norm(dim=1))
+        w_in, w_out = part.intermediate.weight.detach().float(), part.output.weight.detach().float()
+        neurons.append(w_in.norm(dim=1) * w_out.norm(dim=0))
+    cpu = [h.cpu() for h in heads], [f.cpu() for f in neurons]
+    return WidthImportance(hidden=hidden.cpu(), heads=cpu[0], neurons=cpu[1], source="weights")
+
+
+@torch.no_grad()
+def activation_importance(
+    model: PreTrainedModel,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    max_length: int = 128,
+    batch_size: int = 32,
+    max_texts: int = 512,
+) -> WidthImportance:
+    """Importance from the model's activations on some text (Minitron's criterion), averaged over the real tokens:
+    a hidden dimension by its mean |value| in the embedding output and every layer's output, a head by the mean L2
+    norm of its attention output, a feed-forward neuron by its mean |activation|.
+
+    Args:
+        model (`PreTrainedModel`): a BERT-layout model (the teacher).
+        tokenizer: its tokenizer.
+        texts (`Sequence[str]`): e.g. the training text; at most `max_texts` of them, evenly spaced, are read.
+        max_length (`int`, *optional*, defaults to 128): truncation length.
+        batch_size (`int`, *optional*, defaults to 32): texts per forward pass.
+        max_texts (`int`, *optional*, defaults to 512): how many texts to read at most.
+    """
+    embeddings, layers = _bert_layout(model)
+    if not texts:
+        raise ValueError("activation_importance needs at least one text; use weight_importance(model) without data.")
+    texts = list(texts)[:: max(1, len(texts) // max_texts)][:max_texts]
+    n_heads = model.config.num_attention_heads
+    heads = [torch.zeros(n_heads) for _ in layers]
+    neurons = [torch.zeros(p.intermediate.out_features) for p in layers]
+    hidden = torch.zeros(embeddings.LayerNorm.normalized_shape[0])
+    state = {"mask": None}
+
+    def per_token_mean(values: torch.Tensor) -> torch.Tensor:  # (batch, tokens, units) -> (units,) over real tokens
+        mask = state["mask"].to(values.dtype)[..., None]
+        return ((values * mask).sum((0, 1)) / mask.sum().clamp(min=1)).float().cpu()
+
+    def head_hook(i):
+        def hook(module, args):
+            context = args[0]
+            heads[i].add_(per_token_mean(context.reshape(*context.shape[:2], n_heads, -1).norm(dim=-1)))
+
+        return hook
+
+    def neuron_hook(i):
+        def hook(module, args):
+            neurons[i].add_(per_token_mean(args[0].abs()))
+
+        return hook
+
+    handles = [p.attention_output.register_forward_pre_hook(head_hook(i)) for i, p in enumerate(layers)]
+    handles += [p.output.register_forward_pre_hook(neuron_hook(i)) for i, p in enumerate(layers)]
+    accepted = forward_argument_names(model)
+    device, was_training = next(model.parameters()).device, model.training
+    model.eval()
+    try:
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                texts[start : start + batch_size],
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+            batch = {k: v.to(device) for k, v in batch.items() if k in accepted}
+            state["mask"] = batch["attention_mask"]
+            out = model(**batch, output_hidden_states=True)
+            for states in out.hidden_states:
+                hidden.add_(per_token_mean(states.abs()))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return WidthImportance(hidden=hidden, heads=heads, neurons=neurons, source="activations")
+
+
+def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The indices of the `k` highest scores, in increasing index order (ties: the lower index first)."""
+    order = torch.argsort(scores.float(), descending=True, stable=True)[:k]
+    return order.sort().values
+
+
+def _check_width(teacher: PreTrainedModel, hidden_size: int | None, intermediate_size: int | None) -> tuple[int, int]:
+    config = teacher.config
+    width, heads, ffn = config.hidden_size, config.num_attention_heads, config.intermediate_size
+    head_size = width // heads
+    if hidden_size is None:
+        hidden_size = width
+    if not isinstance(hidden_size, int) or not head_size <= hidden_size <= width or hidden_size % head_size:
+        raise ValueError(
+            f"student_hidden_size must be a multiple of the teacher's head size {head_size} (hidden size {width} / "
+            f"{heads} heads) in [{head_size}, {width}]; got student_hidden_size={hidden_size!r}. Fix: use e.g. "
+            f"{max(head_size, (width // 2) // head_size * head_size)}."
+        )
+    if intermediate_size is None:
+        intermediate_size = max(1, round(ffn * hidden_size / width))
+    if not isinstance(intermediate_size, int) or not 1 <= intermediate_size <= ffn:
+        raise ValueError(
+            f"student_intermediate_size must be in [1, {ffn}] (the teacher's intermediate size); got "
+            f"student_intermediate_size={intermediate_size!r}. Fix: leave it unset (scaled with the hidden size)."
+        )
+    return hidden_size, intermediate_size
+
+
+def _check_importance(importance: WidthImportance, teacher: PreTrainedModel, layers: list[_Layer]) -> None:
+    config = teacher.config
+    expected = (
+        config.hidden_size,
+        [config.num_attention_heads] * len(layers),
+        [p.intermediate.out_features for p in layers],
+    )
+    found = (len(importance.hidden), [len(h) for h in importance.heads], [len(f) for f in importance.neurons])
+    if found != expected:
+        raise ValueError(
+            f"importance does not fit the teacher: (hidden, heads per layer, neurons per layer) = {found}, expected "
+            f"{expected}. Compute it on this teacher (activation_importance / weight_importance)."
+        )
+
+
+@torch.no_grad()
+def prune_width(
+    model: PreTrainedModel,
+    hidden_size: int | None = None,
+    *,
+    intermediate_size: int | None = None,
+    importance: WidthImportance | None = None,
+) -> PreTrainedModel:
+    """
+    A narrower copy of a BERT-layout model: the `hidden_size` most important hidden dimensions, the same share of
+    attention heads (the head size is kept, so the attention scale is unchanged) and `intermediate_size` feed-forward
+    neurons of every layer. Every weight matrix, bias and LayerNorm (embeddings, layers, pooler, classifier) is sliced
+    to the kept units, which keep their original order; the model is not modified.
+
+    With every unit kept the copy computes exactly what `model` computes. Otherwise its LayerNorms see fewer
+    dimensions, so it is a starting point for training (distillation), not a drop-in replacement.
+
+    Args:
+        model (`PreTrainedModel`): e.g. a `BertForSequenceClassification` (MiniLM, BERT, RoBERTa, ELECTRA).
+        hidden_size (`int`, *optional*): a multiple of the head size, at most the model's; defaults to the model's.
+        intermediate_size (`int`, *optional*): defaults to the model's scaled by `hidden_size / model hidden size`.
+        importance ([`WidthImportance`], *optional*): defaults to [`weight_importance`].
+    """
+    return _prune_width(model, hidden_size, intermediate_size, importance)[0]
+
+
+def _prune_width(
+    model: PreTrainedModel,
+    hidden_size: int | None,
+    intermediate_size: int | None,
+    importance: WidthImportance | None,
+) -> tuple[PreTrainedModel, dict]:
+    """`prune_width`, plus the record that goes into `config.hfkd_student`."""
+    embeddings, layers = _bert_layout(model)
+    hidden_size, intermediate_size = _check_width(model, hidden_size, intermediate_size)
+    if importance is None:
+        importance = weight_importance(model)
+    _check_importance(importance, model, layers)
+    config = model.config
+    width, n_heads = config.hidden_size, config.num_attention_heads
+    head_size = width // n_heads
+    kept_heads_count = hidden_size // head_size
+    h = _top(importance.hidden, hidden_size)
+    slices: dict[int, tuple[torch.Tensor | None, ...]] = {}  # id(parameter) -> index per dimension (None: all)
+
+    def linear(module: nn.Linear, out_index, in_index) -> None:
+        slices[id(module.weight)] = (out_index, in_index)
+        if module.bias is not None:
+            slices[id(module.bias)] = (out_index,)
+
+    def norm(module: nn.LayerNorm) -> None:
+        for p in (module.weight, module.bias):
+            if p is not None:
+                slices[id(p)] = (h,)
+
+    for module in embeddings.modules():
+        if isinstance(module, nn.Embedding) and module.embedding_dim == width:
+            slices[id(module.weight)] = (None, h)
+    norm(embeddings.LayerNorm)
+    kept_heads = []
+    for i, part in enumerate(layers):
+        heads = _top(importance.heads[i], kept_heads_count)
+        kept_heads.append(heads.tolist())
+        a = (heads[:, None] * head_size + torch.arange(head_size)).flatten()
+        f = _top(importance.neurons[i], intermediate_size)
+        for projection in (part.query, part.key, part.value):
+            linear(projection, a, h)
+        linear(part.attention_output, h, a)
+        norm(part.attention_norm)
+        linear(part.intermediate, f, h)
+        linear(part.output, h, f)
+        norm(part.output_norm)
+    covered = {id(p) for p in embeddings.parameters()} | {id(p) for p in model.base_model.encoder.parameters()}
+    for module in model.modules():  # the rest (pooler, classifier): a Linear or LayerNorm over the hidden width
+        if isinstance(module, nn.Linear) and id(module.weight) not in covered | set(slices):
+            linear(module, h if module.out_features == width else None, h if module.in_features == width else None)
+        elif isinstance(module, nn.LayerNorm) and id(module.weight) not in covered | set(slices):
+            norm(module)
+    for name, p in model.named_parameters():
+        if id(p) not in slices and id(p) not in covered and width in p.shape:
+            raise ValueError(
+                f"Cannot narrow {type(model).__name__}: parameter {name} {tuple(p.shape)} has the hidden width but is "
+                "not a Linear or LayerNorm this pruning knows. Leave student_hidden_size unset for this teacher."
+            )
+
+    new_config = copy.deepcopy(config)
+    new_config.hidden_size = hidden_size
+    new_config.num_attention_heads = kept_heads_count
+    new_config.intermediate_size = intermediate_size
+    pruned = type(model)(new_config)
+    for name in list(pruned.base_model._modules):  # parts the model was built without stay out (e.g. no pooler)
+        if getattr(model.base_model, name, ...) is None:
+            setattr(pruned.base_model, name, None)
+    by_name = dict(model.named_parameters())
+    state = {}
+    for key, tensor in model.state_dict().items():
+        index = slices.get(id(by_name[key])) if key in by_name else None
+        for dim, kept in enumerate(index or ()):
+            if kept is not None:
+                tensor = tensor.index_select(dim, kept.to(tensor.device))
+        state[key] = tensor
+    pruned.load_state_dict(state, strict=True)
+    param = next(model.parameters())
+    pruned = pruned.to(device=param.device, dtype=param.dtype)
+    pruned.train(model.training)
+    record = {
+        "hidden_size": hidden_size,
+        "intermediate_size": intermediate_size,
+        "num_attention_heads": kept_heads_count,
+        "width_importance": importance.source,
+        "hidden_dims": h.tolist(),
+        "teacher_hidden_size": width,
+    }
+    logger.info(
+        f"Narrowed {type(model).__name__} from width {width} ({n_heads} heads, FFN {config.intermediate_size}) to "
+        f"{hidden_size} ({kept_heads_count} heads, FFN {intermediate_size}) by {importance.source} importance; "
+        f"heads kept per layer: {kept_heads}."
+    )
+    return pruned, record
 
 
 def student_tokenizer(teacher_tokenizer, student: PreTrainedModel):

@@ -260,3 +260,36 @@ def test_narrower_student_with_projections_trains_under_two_process_ddp(tmp_path
     for log in logs:
         for term in ("loss", "loss_kd", "loss_hidden", "loss_attention", "loss_embedding"):
             assert math.isfinite(log[term]) and log[term] > 0, (term, log)
+
+
+def test_a_student_narrowed_from_the_teacher_trains_with_the_hidden_term(tmp_path, tokenizer, tokenized):
+    teacher = tiny_bert(num_layers=2, seed=0).eval()
+    teacher.classifier.weight.data *= 40  # confident soft targets
+    student = student_from_teacher(teacher, num_layers=1, hidden_size=16)  # 2 of 4 heads, FFN 18 of 37
+    assert student.config.intermediate_size == 18 and student.config.num_attention_heads == 2
+    train = fixed_batch(tokenized)
+    trainer = make(
+        tmp_path, tokenizer, train, teacher, student, max_steps=15, attention_weight=0.0, alpha=0.9, grad_health=False
+    )
+    projection = getattr(student, PROJECTION_ATTR)
+    kept = student.config.hfkd_student["hidden_dims"]
+    for linear in projection.values():  # starts by putting the kept dimensions back in their teacher places
+        expected = torch.zeros(32, 16)
+        expected[kept, torch.arange(16)] = 1.0
+        assert torch.equal(linear.weight, expected) and not linear.bias.any()
+    # one step's gradients reach every parameter of the student and of its projections
+    trainer.model.train()
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    trainer.compute_loss(trainer._projected_student, batch).backward()
+    missing = [n for n, p in student.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == [], missing
+    student.zero_grad(set_to_none=True)
+    trainer.train()
+    logs = [log for log in trainer.state.log_history if "loss_hidden" in log]
+    for term in ("loss_kd", "loss_hidden", "loss_embedding"):
+        assert logs[-1][term] < 0.8 * logs[0][term], (term, logs[0][term], logs[-1][term])
+    trainer.save_model()
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert reloaded.config.hidden_size == 16 and not hasattr(reloaded, PROJECTION_ATTR)
+    with pytest.raises(ValueError, match="student_hidden_size below the teacher's keeps fewer heads"):
+        make(tmp_path, tokenizer, train, teacher, student_from_teacher(teacher, num_layers=1, hidden_size=16))

@@ -9,10 +9,14 @@ import os
 import numpy as np
 import pytest
 
+from hfkd.evaluation.matrix import _weights_bytes
 from hfkd.evaluation.outputs import write_outputs
 from hfkd.evaluation.plots import HEATMAP_FILE, RETENTION_FILE, plot_heatmap, plot_retention
 from hfkd.evaluation.report import REPORT_FILE, format_ratio, format_score, render_report
 from hfkd.evaluation.results import FORMAT, RESULTS_FILE, load_results
+from hfkd.models import resolve_model_name_or_path
+
+from .conftest import tiny_bert
 
 PNG = b"\x89PNG\r\n\x1a\n"
 DOMAINS = ["airline", "apple", "coachella"]
@@ -77,7 +81,13 @@ def make_block(sources, targets, offset=0.0, teacher="teacher"):
             if len(values) > 3 and teacher:
                 metrics[name][d] |= {"agreement": values[3], "kl": values[4]}
     speed = {
-        "teacher": {"samples_per_second": 310.0, "rows": 300, "eval_seconds": 0.97, "speedup_vs_teacher": 1.0},
+        "teacher": {
+            "samples_per_second": 310.0,
+            "rows": 300,
+            "eval_seconds": 0.97,
+            "speedup_vs_teacher": 1.0,
+            "weights_bytes": 90_866_412,
+        },
         "baseline": {"samples_per_second": 595.2, "rows": 300, "eval_seconds": 0.5, "speedup_vs_teacher": 1.92},
         "distilled": {"samples_per_second": 601.7, "rows": 300, "eval_seconds": 0.5, "speedup_vs_teacher": 1.94},
     }
@@ -210,8 +220,9 @@ def test_single_report_numbers_come_from_the_results(single):
     for title in ("Macro-F1", "Accuracy", "Retention", "Speed and size", "Stages"):
         assert markdown.index(title) == markdown.index(f"## {title}") + 3
     header, rows = table(markdown, "## Speed and size")
-    assert rows["teacher"][1:] == ["6", "22.7M", "310.0", "1.00×"]
+    assert rows["teacher"][1:] == ["6", "22.7M", "90.9 MB", "310.0", "1.00×"]  # size on disk beside the speed
     assert rows["baseline"][header.index("speed-up vs teacher")] == "1.92×"
+    assert rows["baseline"][header.index("weights on disk")] == "–"  # a model given as an object: no folder
     header, rows = table(markdown, "## Stages")
     assert rows["baseline"][1:] == ["yes", "0.4 s", "`runs/x/baseline`"]
     assert rows["distilled"][1:3] == ["no", "6 min 50 s"]
@@ -319,7 +330,7 @@ def test_missing_optional_parts_do_not_crash(single, loo, tmp_path):
         markdown = render_report(results)
         assert "## Stages" not in markdown and "–" in markdown
         header, rows = table(markdown, "## Speed and size" if results is single else "### Speed and size")
-        assert rows["distilled"][1:] == ["–"] * 4
+        assert rows["distilled"][1:] == ["–"] * 5
         paths = write_outputs(results, str(tmp_path / results["mode"]))
         assert all(os.path.getsize(p) > 0 for p in paths.values())
     bare = {"blocks": [], "models": {}, "teacher": None}
@@ -374,3 +385,11 @@ def test_choose_student_needs_no_target_label():
     assert choose_student({"teacher": {}}, "teacher", "label_free") is None
     with pytest.raises(ValueError, match="select_student_by='target' is not valid"):
         choose_student(summary, "teacher", "target")
+
+
+def test_speed_records_the_weights_on_disk_of_folders_and_builtin_names(tmp_path):
+    tiny_bert().save_pretrained(tmp_path / "model")
+    assert _weights_bytes(str(tmp_path / "model")) == os.path.getsize(tmp_path / "model" / "model.safetensors")
+    builtin = os.path.join(resolve_model_name_or_path("builtin:tiny-bert"), "model.safetensors")
+    assert _weights_bytes("builtin:tiny-bert") == os.path.getsize(builtin)
+    assert _weights_bytes(tiny_bert()) is None and _weights_bytes("org/not-a-local-model") is None

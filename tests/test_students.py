@@ -20,8 +20,18 @@ from transformers import (
     pipeline,
 )
 
+from hfkd.distillation_config import StudentArguments
+from hfkd.fingerprints import content_hash, training_key
 from hfkd.models import model_label_names
-from hfkd.students import default_layer_ids, load_student, student_from_teacher, student_tokenizer
+from hfkd.students import (
+    WidthImportance,
+    activation_importance,
+    default_layer_ids,
+    load_student,
+    student_from_teacher,
+    student_tokenizer,
+    weight_importance,
+)
 
 from .conftest import LABELS
 
@@ -325,3 +335,132 @@ def test_minilm_teacher_to_distilbert_student():
     student_out = outputs(full, student_inputs)
     for t, s in zip(teacher_out.hidden_states, student_out.hidden_states, strict=True):
         torch.testing.assert_close(s, t, atol=1e-5, rtol=1e-5)
+
+
+# --- narrower students (width pruning) ---
+
+
+def identity_importance(model) -> WidthImportance:
+    """Scores that rank every unit by its index (lower first): with every unit kept, no reordering at all."""
+    c = model.config
+    layers = c.num_hidden_layers
+    return WidthImportance(
+        hidden=-torch.arange(c.hidden_size, dtype=torch.float),
+        heads=[-torch.arange(c.num_attention_heads, dtype=torch.float)] * layers,
+        neurons=[-torch.arange(c.intermediate_size, dtype=torch.float)] * layers,
+    )
+
+
+@pytest.mark.parametrize("architecture", ["same", "distilbert"])
+def test_full_width_with_the_identity_ranking_equals_the_layer_cut_student(teacher, batch, architecture):
+    cut = student_from_teacher(teacher, num_layers=2, architecture=architecture)
+    full = student_from_teacher(
+        teacher, num_layers=2, architecture=architecture, hidden_size=32, importance=identity_importance(teacher)
+    )
+    assert cut.state_dict().keys() == full.state_dict().keys()
+    for key, value in cut.state_dict().items():
+        assert torch.equal(full.state_dict()[key], value), key
+    torch.testing.assert_close(outputs(full, batch).logits, outputs(cut, batch).logits, atol=0, rtol=0)
+
+
+def test_narrower_student_shapes_parameters_and_the_units_it_keeps(teacher, batch):
+    scores = WidthImportance(
+        hidden=torch.randn(32, generator=torch.Generator().manual_seed(0)),
+        heads=[torch.tensor([0.1, 3.0, 0.2, 2.0])] * 4,  # heads 1 and 3 matter most
+        neurons=[torch.arange(37, dtype=torch.float)] * 4,  # the last neurons matter most
+    )
+    student = student_from_teacher(teacher, num_layers=2, hidden_size=16, importance=scores)
+    c = student.config
+    assert (c.hidden_size, c.num_attention_heads, c.intermediate_size, c.num_hidden_layers) == (16, 2, 18, 2)
+    fresh = BertForSequenceClassification(bert_config(num_layers=2, hidden_size=16, num_attention_heads=2,
+                                                      intermediate_size=18))  # fmt: skip
+    assert sum(p.numel() for p in student.parameters()) == sum(p.numel() for p in fresh.parameters())
+    assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters()) / 3
+    h = scores.hidden.argsort(descending=True)[:16].sort().values
+    a = torch.cat([torch.arange(8, 16), torch.arange(24, 32)])  # heads 1 and 3, head size 8
+    f = torch.arange(19, 37)
+    s_layer, t_layer = student.bert.encoder.layer[1], teacher.bert.encoder.layer[3]  # layer ids [0, 3]
+    assert torch.equal(s_layer.attention.self.query.weight, t_layer.attention.self.query.weight[a][:, h])
+    assert torch.equal(s_layer.attention.output.dense.weight, t_layer.attention.output.dense.weight[h][:, a])
+    assert torch.equal(s_layer.intermediate.dense.bias, t_layer.intermediate.dense.bias[f])
+    assert torch.equal(s_layer.output.LayerNorm.weight, t_layer.output.LayerNorm.weight[h])
+    emb = student.bert.embeddings.word_embeddings.weight
+    assert torch.equal(emb, teacher.bert.embeddings.word_embeddings.weight[:, h])
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight[:, h])
+    assert torch.equal(student.bert.pooler.dense.weight, teacher.bert.pooler.dense.weight[h][:, h])
+    record = c.hfkd_student
+    assert record["hidden_dims"] == h.tolist() and record["width_importance"] == "given"
+    assert record["layer_ids"] == [0, 3] and record["num_attention_heads"] == 2
+    assert outputs(student, batch).logits.shape == (3, 3)
+    distil = student_from_teacher(teacher, num_layers=2, hidden_size=16, architecture="distilbert")
+    assert distil.config.dim == 16 and distil.config.n_heads == 2 and distil.config.hidden_dim == 18
+
+
+def test_importance_from_activations_and_from_weights(teacher, word_tokenizer):
+    texts = ["good movie", "awful flight was very bad", "not so great"] * 3
+    found = activation_importance(teacher, word_tokenizer, texts, max_length=16, batch_size=4)
+    weights = weight_importance(teacher)
+    for scores, source in ((found, "activations"), (weights, "weights")):
+        assert scores.source == source and scores.hidden.shape == (32,)
+        assert [h.shape for h in scores.heads] == [(4,)] * 4 and [f.shape for f in scores.neurons] == [(37,)] * 4
+        assert (scores.hidden > 0).all() and all((h > 0).all() for h in scores.heads)
+    assert not teacher.training  # its mode is restored
+    student = student_from_teacher(teacher, num_layers=1, hidden_size=24, importance=found)
+    assert student.config.hfkd_student["width_importance"] == "activations"
+    kept = student.config.hfkd_student["hidden_dims"]
+    assert kept == found.hidden.argsort(descending=True)[:24].sort().values.tolist()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"hidden_size": 20}, r"student_hidden_size must be a multiple of the teacher's head size 8.*=20"),
+        ({"hidden_size": 64}, r"student_hidden_size .*\[8, 32\].*=64"),
+        ({"hidden_size": 4}, r"student_hidden_size .*=4"),
+        ({"intermediate_size": 100}, r"student_intermediate_size must be in \[1, 37\].*=100"),
+        ({"hidden_size": 16, "importance": WidthImportance(torch.ones(8), [], [])}, r"importance does not fit"),
+    ],
+)
+def test_width_validation_errors(teacher, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        student_from_teacher(teacher, num_layers=2, **kwargs)
+
+
+def test_width_needs_a_bert_layout_teacher():
+    distilbert = student_from_teacher(
+        BertForSequenceClassification(bert_config(num_layers=2)), num_layers=2, architecture="distilbert"
+    )
+    with pytest.raises(ValueError, match=r"BERT-layout.*model_type='distilbert'.*student_hidden_size"):
+        student_from_teacher(distilbert, num_layers=1, hidden_size=16)
+    with pytest.raises(ValueError, match="student_hidden_size must be in"):
+        StudentArguments(student_hidden_size=0)
+    assert StudentArguments(student_hidden_size=16).builds_student
+
+
+def test_narrower_student_saves_and_loads_as_a_normal_folder(teacher, word_tokenizer, tmp_path, batch):
+    student = student_from_teacher(teacher, num_layers=2, hidden_size=16)
+    student.save_pretrained(tmp_path / "narrow")
+    student_tokenizer(word_tokenizer, student).save_pretrained(tmp_path / "narrow")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "narrow")
+    assert reloaded.config.hidden_size == 16 and reloaded.config.hfkd_student["width_importance"] == "weights"
+    torch.testing.assert_close(outputs(reloaded, batch).logits, outputs(student, batch).logits)
+    result = pipeline("text-classification", model=str(tmp_path / "narrow"))("good movie")
+    assert result[0]["label"] in LABELS
+
+
+def test_new_student_fields_leave_existing_stage_keys_unchanged():
+    # every stage key of a config that does not use the new fields must stay what it was (cached runs are reused)
+    assert training_key(StudentArguments(student_num_layers=3)) == {
+        "student_num_layers": 3,
+        "student_layer_ids": None,
+        "student_architecture": "same",
+        "num_processes": 1,
+    }
+    assert (
+        content_hash(training_key(StudentArguments(student_num_layers=3))) == "af5e159f9e"
+    )  # as before the fields existed
+    changed = training_key(
+        StudentArguments(student_num_layers=3, student_hidden_size=192, student_vocabulary="trimmed")
+    )
+    assert changed["student_hidden_size"] == 192 and changed["student_vocabulary"] == "trimmed"
+    assert "student_intermediate_size" not in changed

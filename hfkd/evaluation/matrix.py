@@ -37,6 +37,18 @@ from .statistics import block_uncertainty
 logger = logging.get_logger(__name__)
 
 
+def _weights_bytes(entry: Any) -> int | None:
+    """The size on disk of a model folder's `*.safetensors` (a `builtin:` name resolved to its folder); None for a
+    model given as an object or a Hub id."""
+    if not isinstance(entry, str):
+        return None
+    try:
+        folder = resolve_model_name_or_path(entry)
+    except ValueError:
+        return None
+    return (safetensors_size(folder) or {}).get("bytes")
+
+
 def load_model_for_eval(name_or_path: str, label_names: Sequence[str]) -> tuple[PreTrainedModel, Any]:
     """A saved classifier and its tokenizer; its labels must be the data's (by name; generic LABEL_i by position)."""
     config = AutoConfig.from_pretrained(resolve_model_name_or_path(name_or_path))
@@ -210,7 +222,7 @@ def evaluate_models(
                     "parameters": count_parameters(model),
                     "num_layers": num_layers(model),
                     # a card made later from results.json alone (no weights at hand) can still say how big it is
-                    "weights_bytes": (safetensors_size(entry) or {}).get("bytes") if isinstance(entry, str) else None,
+                    "weights_bytes": _weights_bytes(entry),
                 }
             if isinstance(entry, str):
                 del model  # loaded here: free it before the next one

@@ -50,6 +50,12 @@ def _size(n: Any) -> str:
     return MISSING if n is None else f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
 
 
+def _megabytes(n: Any) -> str:
+    """A size in bytes as megabytes (10^6 bytes) with one decimal; "–" when missing."""
+    n = as_number(n)
+    return MISSING if n is None else f"{n / 1e6:.1f} MB"
+
+
 def lookup(mapping: Any, *keys: str) -> Any:
     """`mapping[k1][k2]...`, or None as soon as a level is missing or not a dict."""
     for key in keys:
@@ -246,8 +252,9 @@ def _block_section(results: dict, block: dict, h: str) -> list[str]:
         layers, up = info.get("num_layers", speed.get("num_layers")), as_number(speed.get("speedup_vs_teacher"))
         rate = as_number(speed.get("samples_per_second"))
         rows.append([n, MISSING if layers is None else layers, _size(info.get("parameters", speed.get("parameters")))])
+        rows[-1] += [_megabytes(speed.get("weights_bytes"))]
         rows[-1] += [MISSING if rate is None else f"{rate:.1f}", MISSING if up is None else f"{up:.2f}×"]
-    header = ["model", "layers", "parameters", "eval samples/s", "speed-up vs teacher"]
+    header = ["model", "layers", "parameters", "weights on disk", "eval samples/s", "speed-up vs teacher"]
     out += _table(f"{h} Speed and size", header, rows)
     rows = []
     for n, stage in (block.get("stages") or {}).items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from transformers import PreTrainedModel
@@ -20,32 +21,74 @@ from ..metrics import make_compute_metrics
 from ..models import load_teacher, load_tokenizer, set_loading_policy
 from ..parser import config_to_dict
 from ..run_files import check_output_dir, last_complete_checkpoint, redact, write_metrics, write_run_info
-from ..students import load_student, student_from_teacher, student_tokenizer
+from ..students import activation_importance, load_student, student_from_teacher, student_tokenizer
 from ..teacher_logits import with_teacher_logits
 from ..trainer import DistillationTrainer
+from ..vocabulary import trim_vocabulary
 
 logger = logging.get_logger(__name__)
 
 
 def build_student(
-    teacher: PreTrainedModel, teacher_tokenizer, student_args: StudentArguments, args: DistillationArguments, labels
+    teacher: PreTrainedModel,
+    teacher_tokenizer,
+    student_args: StudentArguments,
+    args: DistillationArguments,
+    labels,
+    texts: Sequence[str] | None = None,
+    max_length: int = 128,
 ):
-    """The student and its tokenizer: a given checkpoint, or the teacher's layers DistilBERT-style (the default)."""
+    """The student and its tokenizer: a given checkpoint, or the teacher's layers DistilBERT-style (the default).
+
+    `texts` is the text the student trains on (labelled and unlabeled rows). A narrower student
+    (`student_hidden_size`) keeps the teacher's units that are most active on it ([`activation_importance`], read
+    at `max_length`; without `texts`, by weight norms), and `student_vocabulary: trimmed` keeps the tokens it uses
+    ([`hfkd.vocabulary.trim_vocabulary`]), which needs `texts`.
+    """
     if args.student_model_name_or_path:
         if student_args.builds_student:
             raise ValueError(
-                "student_model_name_or_path and student_num_layers / student_layer_ids are both set; the first loads "
-                "a ready student, the others cut one from the teacher. Keep one of them."
+                "student_model_name_or_path and student_num_layers / student_layer_ids / student_hidden_size are "
+                "both set; the first loads a ready student, the others cut one from the teacher. Keep one of them."
             )
         student = load_student(args.student_model_name_or_path, label_names=labels)
-        return student, load_tokenizer(args.student_model_name_or_path)
-    student = student_from_teacher(
-        teacher,
-        num_layers=student_args.student_num_layers,
-        layer_ids=student_args.student_layer_ids,
-        architecture=student_args.student_architecture,
-    )
-    return student, student_tokenizer(teacher_tokenizer, student)
+        tokenizer = load_tokenizer(args.student_model_name_or_path)
+    else:
+        importance = None
+        if student_args.narrows and texts:
+            importance = activation_importance(teacher, teacher_tokenizer, texts, max_length=max_length)
+        student = student_from_teacher(
+            teacher,
+            num_layers=student_args.student_num_layers,
+            layer_ids=student_args.student_layer_ids,
+            architecture=student_args.student_architecture,
+            hidden_size=student_args.student_hidden_size,
+            intermediate_size=student_args.student_intermediate_size,
+            importance=importance,
+        )
+        tokenizer = student_tokenizer(teacher_tokenizer, student)
+    if student_args.student_vocabulary == "trimmed":
+        if texts is None:
+            raise ValueError(
+                "student_vocabulary='trimmed' needs the student's training text, which this command does not pass "
+                "(the cross-domain experiment and the sweep do not yet): set student_vocabulary: full and trim the "
+                "saved student afterwards with scripts/trim_vocabulary.py."
+            )
+        student, tokenizer, report = trim_vocabulary(student, tokenizer, texts)
+        logger.info(f"student_vocabulary='trimmed': {report.to_dict()}")
+    return student, tokenizer
+
+
+def check_trimmed_vocabulary(student_args: StudentArguments, args: DistillationArguments) -> None:
+    """A student with a trimmed vocabulary reads other token ids than the teacher: the teacher's logits must then come
+    from the cache (computed from the raw text with the teacher's own tokenizer)."""
+    if student_args.student_vocabulary == "trimmed" and not args.uses_logit_cache:
+        raise ValueError(
+            f"student_vocabulary='trimmed' gives the student other token ids than the teacher's, so the teacher "
+            f"cannot run online on the student's inputs (teacher_logits={args.teacher_logits!r}, intermediate terms "
+            f"{'on' if args.uses_intermediate_terms else 'off'}). Fix: use teacher_logits: auto or cache without "
+            "hidden_weight / attention_weight / embedding_weight, or set student_vocabulary: full."
+        )
 
 
 def warn_if_teacher_online(args: DistillationArguments) -> None:
@@ -168,9 +211,13 @@ def distill(
     with args.main_process_first(desc="loading data"):
         domains = load_data(data_args)
     labels = domain_label_names(domains)
+    check_trimmed_vocabulary(student_args, args)
     teacher = load_teacher(args.teacher_model_name_or_path, labels)
     teacher_tokenizer = load_tokenizer(args.teacher_model_name_or_path)
-    student, tokenizer = build_student(teacher, teacher_tokenizer, student_args, args, labels)
+    texts = [text for splits in domains.values() for text in splits["train"]["text"]]  # what the student trains on
+    student, tokenizer = build_student(
+        teacher, teacher_tokenizer, student_args, args, labels, texts=texts, max_length=data_args.max_length
+    )
     splits = tokenize_source_splits(
         domains,
         tokenizer,
@@ -187,7 +234,10 @@ def distill(
         teacher = None
     config = redact(config_to_dict(data_args, student_args, args))
     resuming = args.resume_from_checkpoint is not None
-    check_output_dir(args.output_dir, "distill", config, overwrite=args.overwrite_output_dir, resuming=resuming)
+    defaults = config_to_dict(data_args, student_args, args, defaults=True)
+    check_output_dir(
+        args.output_dir, "distill", config, overwrite=args.overwrite_output_dir, resuming=resuming, defaults=defaults
+    )
     if args.process_index == 0:
         extra = {"source_domains": splits.domains, "command": command}
         write_run_info(args.output_dir, "distill", config, extra=extra)
