@@ -21,7 +21,7 @@ from hfkd.distillation_config import DistillationArguments, StudentArguments
 from hfkd.pipelines.distill import build_student, check_trimmed_vocabulary
 from hfkd.vocabulary import tokenization_changes, trim_vocabulary, unknown_rate
 
-from .conftest import DOMAINS, LABELS, TINY, load_script, tiny_bert, write_domains
+from .conftest import DOMAINS, LABELS, TINY, load_script, run_script, tiny_bert, write_domains
 
 CHARS = string.ascii_lowercase + "!."
 WORDS = ["good", "great", "flight", "delay", "##ed", "the", "was", "not", "phone", "zebra", "xylophone"]
@@ -196,3 +196,17 @@ def test_trim_script_writes_a_smaller_folder_and_its_record(tmp_path, model, wor
     assert "vocabulary" in capsys.readouterr().out
     with pytest.raises(ValueError, match="already holds a model"):
         script.main(*script.make_parser().parse_args_and_config(argv))
+
+
+def test_finetune_script_makes_a_narrower_baseline_with_the_trimmed_vocabulary(tmp_path, wordpiece):
+    teacher = tmp_path / "teacher"
+    tiny_bert(num_layers=2, seed=0, vocab_size=len(VOCAB)).save_pretrained(teacher)
+    wordpiece.save_pretrained(teacher)
+    out = tmp_path / "baseline"
+    argv = ["--model_name_or_path", str(teacher), "--student_num_layers", "1", "--student_hidden_size", "16"]
+    argv += ["--student_vocabulary", "trimmed", "--max_train_samples", "32", "--num_train_epochs", "1"]
+    run_script("finetune", *argv, "--output_dir", str(out))
+    student = AutoModelForSequenceClassification.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert student.config.hidden_size == 16 and student.config.num_hidden_layers == 1
+    assert student.config.vocab_size == len(tokenizer) < len(VOCAB)

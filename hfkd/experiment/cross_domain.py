@@ -61,6 +61,7 @@ from ..parser import config_to_dict
 from ..pipelines.distill import (
     attach_teacher_logits,
     build_student,
+    check_trimmed_vocabulary,
     train_student,
     warn_if_chunks_unused,
     warn_if_teacher_online,
@@ -170,6 +171,13 @@ class Experiment:
             raise ValueError(
                 "No student is configured: set student_num_layers (e.g. 3: the teacher's layers spread evenly), "
                 "student_layer_ids, or student_model_name_or_path."
+            )
+        check_trimmed_vocabulary(student_args, args)  # before any stage trains
+        if student_args.student_vocabulary == "trimmed" and "intermediate" in exp_args.models:
+            raise ValueError(
+                "student_vocabulary='trimmed' with 'intermediate' in models: the intermediate terms need the teacher "
+                "online on the student's token ids, which a trimmed vocabulary changes. Drop 'intermediate' or set "
+                "student_vocabulary: full."
             )
         self.weights = parse_domain_weights(exp_args.target_domain_weights)
         if args.push_to_hub and exp_args.mode != "single":
@@ -614,9 +622,19 @@ class Experiment:
     ):
         stage_args = dataclasses.replace(base_args, output_dir=folder, resume_from_checkpoint=_last(folder))
         model, teacher_tokenizer = self._load_teacher(teacher_path)
-        student, tokenizer = build_student(model, teacher_tokenizer, self.student_args, self.args, self.labels)
+        student, tokenizer = self._build_student(model, teacher_tokenizer, block, self.args)
         del model
         return self._finetune(student, tokenizer, block, stage_args)
+
+    def _build_student(self, teacher, teacher_tokenizer, block: Block, args, extra: Dataset | None = None):
+        """`build_student` with the text the student trains on: the block's source training text, plus `extra` rows
+        (the unlabeled target text); a narrower student keeps the teacher's units most active on it, a trimmed
+        vocabulary the tokens it uses."""
+        texts = [text for d in block.sources for text in block.domains[d]["train"]["text"]]
+        texts += list(extra["text"]) if extra is not None else []
+        return build_student(
+            teacher, teacher_tokenizer, self.student_args, args, self.labels, texts, self.data_args.max_length
+        )
 
     def _finetune(self, model, tokenizer, block: Block, stage_args: FinetuneArguments) -> dict[str, Any]:
         accelerator = make_accelerator(stage_args)
@@ -663,7 +681,13 @@ class Experiment:
             base_args, output_dir=folder, resume_from_checkpoint=_last(folder), teacher_model_name_or_path=teacher_path
         )
         teacher, teacher_tokenizer = self._load_teacher(teacher_path)
-        student, tokenizer = build_student(teacher, teacher_tokenizer, self.student_args, args, self.labels)
+        if adaptive:
+            unlabeled, counts = unlabeled_target_rows(
+                domains, sources, targets, self.exp.unlabeled_ratio, self.weights, seed=args.seed
+            )
+        student, tokenizer = self._build_student(
+            teacher, teacher_tokenizer, block, args, unlabeled if adaptive else None
+        )
         warn_if_teacher_online(args)
         warn_if_chunks_unused(args, self.long_text)
         cache, max_length = args.uses_logit_cache, self.data_args.max_length
@@ -677,9 +701,6 @@ class Experiment:
             logger.info(f"Augmented student: {len(train)} labelled source rows + {len(made)} augmented rows")
             train = self.with_extra_rows(train, made, tokenizer, cache, args.seed, "Tokenizing augmented text")
         if adaptive:
-            unlabeled, counts = unlabeled_target_rows(
-                domains, sources, targets, self.exp.unlabeled_ratio, self.weights, seed=args.seed
-            )
             logger.info(f"Adaptive student: {len(train)} labelled source rows + unlabeled target rows {counts}")
             if labeler is not None:
                 unlabeled, kept = self.pseudo_label(unlabeled, labeler)
@@ -719,7 +740,7 @@ class Experiment:
             base_args, output_dir=folder, resume_from_checkpoint=_last(folder), teacher_model_name_or_path=None
         )
         init, init_tokenizer = self._load_teacher(teacher_path)
-        student, tokenizer = build_student(init, init_tokenizer, self.student_args, args, self.labels)
+        student, tokenizer = self._build_student(init, init_tokenizer, block, args)
         del init
         sources = {d: block.domains[d] for d in block.sources}
         first = PartialState().main_process_first

@@ -493,10 +493,12 @@ def sweep_trainer(
         hub_token=None,
         resume_from_checkpoint=None,
     )
-    student, tokenizer = build_student(teacher, teacher_tokenizer, student_args, trial_args, labels)
+    texts = [text for name in sources for text in domains[name]["train"]["text"]]
+    made = dict(texts=texts, max_length=data_args.max_length)  # what a narrower or trimmed student is made from
+    student, tokenizer = build_student(teacher, teacher_tokenizer, student_args, trial_args, labels, **made)
 
     def model_init():
-        return build_student(teacher, teacher_tokenizer, student_args, trial_args, labels)[0]
+        return build_student(teacher, teacher_tokenizer, student_args, trial_args, labels, **made)[0]
 
     cache, options = trial_args.uses_logit_cache, data_args.long_text_options
     # train and validation only: the test split takes no part in the selection
