@@ -9,7 +9,10 @@ several repetitions each (median and spread reported):
       one-time cost of the cache and the number of epochs after which it has paid for itself;
   (d) teacher vs student inference: throughput at batch 32, latency at batch 1, parameters, size on disk, peak memory;
   (e) on-the-fly distillation with hidden-state (MSE) and attention (KL) terms, weight 1 each: what they cost;
-  (f) (c) with the gradient-health callback at the default logging interval (20 steps): its overhead.
+  (f) (c) with the gradient-health callback at the default logging interval (20 steps): its overhead;
+  (g) the student exported to ONNX, fp32 and dynamic INT8 (`hfkd export`'s code, run by onnxruntime on the CPU) vs the
+      PyTorch fp32 teacher: throughput at batch 32, latency at batch 1, size on disk (CPU runs only; needs the
+      export extra, `pip install "hfkd[export]"`, and is skipped with a note without it).
 
 The default (embedded MiniLM-L6 teacher, 3-layer student, 1,024 airline tweets) takes a few minutes on 2 CPU cores:
 
@@ -39,6 +42,7 @@ from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, Tra
 from hfkd import DistillationArguments, DistillationTrainer
 from hfkd.data.domains import load_domains, tokenize_domains
 from hfkd.grad_health import add_gradient_health
+from hfkd.hub.export import OnnxClassifier, export_onnx, quantize_int8, require_export_packages
 from hfkd.launch import exit_on_bad_input, prepare_launch_environment, setup_logging
 from hfkd.models import load_classifier, load_tokenizer
 from hfkd.run_files import environment_info, hardware_info
@@ -220,8 +224,9 @@ SHARES: list[float] = []  # the gradient-health callback's share of training tim
 
 
 @torch.inference_mode()
-def inference(model, tokenizer, texts, bench) -> dict:
-    """Throughput at `batch_size`, median latency at batch 1, parameters, size on disk, peak memory."""
+def inference(model, tokenizer, texts, bench, files: list[str] | None = None) -> dict:
+    """Throughput at `batch_size`, median latency at batch 1, parameters, size on disk, peak memory. `files`: the
+    files of a model that is not a PyTorch module (an ONNX file run by `OnnxClassifier`), for its size on disk."""
     device = torch.device(bench.device)
     model = model.to(device).eval()
     dtype = torch.bfloat16 if bench.bf16 else torch.float16 if bench.fp16 else None
@@ -255,11 +260,28 @@ def inference(model, tokenizer, texts, bench) -> dict:
             _sync(bench.device)
             times.append(time.perf_counter() - start)
         result["latency_ms_b1"] = 1000 * statistics.median(times)
+    if files:  # an exported model: its files are its size; it holds no torch parameters
+        result["size_mb"] = sum(os.path.getsize(f) for f in files) / 1e6
+        return result
     result["parameters"] = sum(p.numel() for p in model.parameters())
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder)
         result["size_mb"] = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 1e6
     return result
+
+
+ONNX_MODELS = ("student_onnx_fp32", "student_onnx_int8")
+
+
+def exported_inference(student, tokenizer, texts, bench, folder) -> dict:
+    """(g): the student exported to ONNX (fp32) and quantized to dynamic INT8 with hfkd export's functions, each run by
+    onnxruntime on the CPU with torch's thread count, timed by `inference` on the same texts and batches."""
+    fp32 = export_onnx(student, tokenizer, os.path.join(folder, "onnx"))
+    int8, _ = quantize_int8(fp32)
+    return {
+        name: inference(OnnxClassifier(path, student.config), tokenizer, texts, bench, files=[path])
+        for name, path in zip(ONNX_MODELS, (fp32, int8), strict=True)
+    }
 
 
 def main(bench: BenchmarkArguments) -> dict:
@@ -302,6 +324,16 @@ def main(bench: BenchmarkArguments) -> dict:
                 print(f"repeat {repeat + 1}/{bench.repeats} {mode:>6}: {rate:8.1f} samples/s")
         results["inference"] = {"teacher": inference(teacher, tokenizer, texts, bench)}
         results["inference"]["student"] = inference(student, s_tokenizer, texts, bench)
+        results["export"] = {"measured": False}
+        try:
+            if bench.device != "cpu":
+                raise RuntimeError(f"(g) runs on the CPU only (onnxruntime's CPU provider); device={bench.device}")
+            require_export_packages("onnx", "onnxscript", "onnxruntime")
+            results["inference"] |= exported_inference(student, s_tokenizer, texts, bench, folder)
+            results["export"] = {"measured": True, "runtime": "onnxruntime (CPUExecutionProvider)"}
+        except (ImportError, RuntimeError) as error:
+            results["export"]["note"] = str(error)
+            print(f"(g) not measured: {error}")
         if bench.device == "cpu":  # peak memory: one fresh process per phase
             student.save_pretrained(os.path.join(folder, "student"))
             s_tokenizer.save_pretrained(os.path.join(folder, "student"))
@@ -337,8 +369,15 @@ def main(bench: BenchmarkArguments) -> dict:
         / inf["teacher"]["samples_per_second_batch"],
         "teacher_vs_student_latency_b1": inf["teacher"]["latency_ms_b1"] / inf["student"]["latency_ms_b1"],
     }
+    int8, teacher = inf.get("student_onnx_int8"), inf["teacher"]  # (g); latency, size: below 1 is smaller
+    results["ratios"] |= {
+        "int8_student_vs_teacher_throughput": _ratio(int8, teacher, "samples_per_second_batch"),
+        "int8_student_vs_teacher_latency_b1": _ratio(int8, teacher, "latency_ms_b1"),
+        "int8_student_vs_teacher_size": _ratio(int8, teacher, "size_mb"),
+    }
     targets = {"cached_vs_plain": (">=", 0.97), "online_vs_plain": (">=", 0.65)}
     targets |= {"student_vs_teacher_throughput": (">=", 1.9), "grad_health_overhead": ("<=", 0.03)}
+    targets |= {"int8_student_vs_teacher_throughput": (">=", 5.0)}  # (g), on 2 CPU cores
     results["targets"] = {}
     for key, (op, bound) in targets.items():
         value = results["ratios"][key]
@@ -351,6 +390,11 @@ def main(bench: BenchmarkArguments) -> dict:
         f.write(render(results))
     print(render(results))
     return results
+
+
+def _ratio(a: dict | None, b: dict, key: str) -> float | None:
+    """`a[key] / b[key]`; None when `a` was not measured."""
+    return a[key] / b[key] if a else None
 
 
 def memory_note(results: dict) -> str:
@@ -415,13 +459,44 @@ def render(results: dict) -> str:
         "",
         memory_note(results),
         "",
+        *render_export(results),
         "| target | value | met |",
         "| --- | ---: | --- |",
     ]
     for name, target in results["targets"].items():
-        value = f"{target['value']:.3f}" if name.endswith("overhead") else f"{target['value']:.2f}"
+        value = "not measured" if target["value"] is None else f"{target['value']:.2f}"
+        if name.endswith("overhead") and target["value"] is not None:
+            value = f"{target['value']:.3f}"
         lines.append(f"| {name} {target['op']} {target['target']} | {value} | {'yes' if target['met'] else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def render_export(results: dict) -> list[str]:
+    """(g): the ONNX student, fp32 and INT8, against the PyTorch fp32 teacher (or why it was not measured)."""
+    inf, r, cfg = results["inference"], results["ratios"], results["config"]
+    if not (results.get("export") or {}).get("measured"):
+        return [f"(g) ONNX export: not measured ({(results.get('export') or {}).get('note', 'no record')}).", ""]
+    teacher, fp32, int8 = inf["teacher"], inf["student_onnx_fp32"], inf["student_onnx_int8"]
+
+    def row(label, key, fmt, ratio):
+        cells = [fmt(m[key]) for m in (teacher, fp32, int8)]
+        return f"| {label} | {' | '.join(cells)} | {ratio:.2f}× |"
+
+    return [
+        "| (g) inference, CPU | teacher (PyTorch fp32) | student (ONNX fp32) | student (ONNX INT8) | INT8 student vs "
+        "teacher |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        row(f"samples/s at batch {cfg['batch_size']}", "samples_per_second_batch", "{:.1f}".format,
+            r["int8_student_vs_teacher_throughput"]),
+        row("latency at batch 1 (median)", "latency_ms_b1", "{:.2f} ms".format,
+            r["int8_student_vs_teacher_latency_b1"]),
+        row("size on disk", "size_mb", "{:.1f} MB".format, r["int8_student_vs_teacher_size"]),
+        "",
+        "(g): the student exported with `hfkd export`'s functions (`torch.onnx.export`, dynamo exporter; dynamic INT8 "
+        "with onnxruntime, one scale per output channel) and run by onnxruntime's CPU provider with torch's thread "
+        "count; the ratio column is INT8 / teacher (throughput: higher is better; latency and size: lower is better).",
+        "",
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -32,8 +32,25 @@ def test_benchmark_writes_every_figure(tmp_path):
         "online_vs_plain",
         "student_vs_teacher_throughput",
         "grad_health_overhead",
+        "int8_student_vs_teacher_throughput",
     }
+    # (g): the student exported to ONNX, fp32 and INT8, timed like the PyTorch models, against the fp32 teacher
+    assert saved["export"]["measured"]
+    fp32, int8 = saved["inference"]["student_onnx_fp32"], saved["inference"]["student_onnx_int8"]
+    for exported in (fp32, int8):
+        assert exported["samples_per_second_batch"] > 0 and exported["latency_ms_b1"] > 0 and exported["size_mb"] > 0
+    ratios = saved["ratios"]
+    assert ratios["int8_student_vs_teacher_throughput"] == pytest.approx(
+        int8["samples_per_second_batch"] / teacher["samples_per_second_batch"]
+    )
+    assert ratios["int8_student_vs_teacher_latency_b1"] == pytest.approx(
+        int8["latency_ms_b1"] / teacher["latency_ms_b1"]
+    )
+    target = saved["targets"]["int8_student_vs_teacher_throughput"]
+    assert target["met"] == (target["value"] >= 5.0)
     assert 0 < saved["ratios"]["grad_health_overhead"] < 1  # the callback's own share of the training time
     assert saved["ratios"]["health_vs_cached"] == pytest.approx(median["health"] / median["cached"])
     table = (tmp_path / "benchmark.md").read_text()
     assert f"| (c) cached distillation | {median['cached']:.1f} |" in table
+    assert f"| samples/s at batch 8 | {teacher['samples_per_second_batch']:.1f} | " in table
+    assert f"{fp32['samples_per_second_batch']:.1f} | {int8['samples_per_second_batch']:.1f} |" in table

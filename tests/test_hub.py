@@ -219,13 +219,16 @@ def test_student_files_are_the_top_level_student_files_only(student_folder, tmp_
     folder, expected = student_folder
     assert student_files(folder) == expected
     assert not [f for f in expected if "/" in f or f.startswith(("checkpoint", "hfkd_", "training_args", "runs"))]
-    # an entry naming a subfolder reaches that one folder only, e.g. for exported models next to the student
+    # the ONNX export (`hfkd export`) in onnx/ goes along; an entry naming a subfolder reaches that one folder only
     os.makedirs(os.path.join(folder, "onnx", "old"))
-    for name in ("onnx/model.onnx", "onnx/old/model.onnx", "checkpoint-2/model.onnx"):
+    exported = ["model.onnx", "model_quantized.onnx", "config.json", "tokenizer.json", "export_report.json"]
+    for name in [*(f"onnx/{n}" for n in exported), "onnx/old/model.onnx", "checkpoint-2/model.onnx", "onnx/x.bin"]:
         open(os.path.join(folder, name), "w").close()
+    assert student_files(folder) == sorted([*expected, *(f"onnx/{n}" for n in exported)])
+    monkeypatch.setattr(push, "STUDENT_FILES", (*push.STUDENT_FILES, "onnx/*.bin"))
+    assert "onnx/x.bin" in student_files(folder) and "onnx/old/model.onnx" not in student_files(folder)
+    shutil.rmtree(os.path.join(folder, "onnx"))
     assert student_files(folder) == expected
-    monkeypatch.setattr(push, "STUDENT_FILES", (*push.STUDENT_FILES, "onnx/*.onnx"))
-    assert student_files(folder) == sorted([*expected, "onnx/model.onnx"])
     # a sharded student: its shards and their index, not a checkpoint's shards
     sharded = tmp_path / "sharded"
     (sharded / "checkpoint-1").mkdir(parents=True)

@@ -16,6 +16,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers.utils import logging
 
 from ..evaluation.report import MISSING, format_ratio, format_score, markdown_table, with_interval
+from ..fingerprints import model_fingerprint
 from ..inference import safetensors_size
 
 logger = logging.get_logger(__name__)
@@ -24,11 +25,22 @@ logger = logging.get_logger(__name__)
 CARD_FILE = "README.md"
 
 
+# An ONNX export of the student (`hfkd export`, see hfkd/hub/export.py): its folder inside the student's, optimum's
+# file names, hfkd's report of how the files were made and how they scored, and the name of the PyTorch model they
+# are checked against. The card shows the report; a push uploads the folder.
+EXPORT_DIR = "onnx"
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model_quantized.onnx"
+EXPORT_REPORT = "export_report.json"
+EXPORT_TABLE = "export_report.md"
+REFERENCE = "pytorch-fp32"
+
+
 # builtin models -> (the Hub model they are a copy of, its license)
 BUILTIN_ORIGINS = {"builtin:minilm-l6": ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0")}
 
 
-def _read_json(path: str) -> dict[str, Any]:
+def read_json(path: str) -> dict[str, Any]:
     try:
         with open(path) as f:
             return json.load(f)
@@ -47,8 +59,8 @@ def base_model_of(name_or_path: str | None, _depth: int = 0) -> str | None:
         return None  # generated test models have no Hub original
     if not os.path.isdir(name_or_path):
         return name_or_path
-    run = _read_json(os.path.join(name_or_path, "hfkd_run.json")).get("config", {})
-    stage = _read_json(os.path.join(name_or_path, "hfkd_stage.json")).get("key", {})
+    run = read_json(os.path.join(name_or_path, "hfkd_run.json")).get("config", {})
+    stage = read_json(os.path.join(name_or_path, "hfkd_stage.json")).get("key", {})
     origin = run.get("teacher_model_name_or_path") or run.get("model_name_or_path") or stage.get("model")
     return base_model_of(origin, _depth + 1)
 
@@ -79,12 +91,12 @@ def find_block(results: dict[str, Any], folder: str, model: str | None = None) -
 def _run_block(folder: str) -> tuple[dict[str, Any], str]:
     """A one-domain-column block from a `scripts/distill.py` folder: the student's and the teacher's source test
     scores from their `metrics.json`."""
-    run = _read_json(os.path.join(folder, "hfkd_run.json"))
+    run = read_json(os.path.join(folder, "hfkd_run.json"))
     domain = "+".join(run.get("source_domains") or ["source"])
     cells = {}
     teacher = run.get("config", {}).get("teacher_model_name_or_path")
     for name, path in (("student", folder), ("teacher", teacher)):
-        metrics = _read_json(os.path.join(path, "metrics.json")) if path and os.path.isdir(path) else {}
+        metrics = read_json(os.path.join(path, "metrics.json")) if path and os.path.isdir(path) else {}
         if "test_accuracy" in metrics:
             n = metrics.get("test_n")
             cells[name] = {
@@ -153,11 +165,11 @@ def make_model_card(
         dataset = str(results.get("dataset") or config.get("dataset") or "custom")
     else:
         block, model = _run_block(folder)
-        run = _read_json(os.path.join(folder, "hfkd_run.json"))
+        run = read_json(os.path.join(folder, "hfkd_run.json"))
         config, command, teacher = dict(run.get("config") or {}), run.get("command"), "teacher"
         teacher_path = config.get("teacher_model_name_or_path")
         dataset = str(config.get("dataset") or "custom")
-    student_config = _read_json(os.path.join(folder, "config.json"))
+    student_config = read_json(os.path.join(folder, "config.json"))
     origin = (student_config.get("hfkd_student") or {}).get("teacher") or teacher_path
     base = base_model_of(teacher_path) or base_model_of(config.get("model_name_or_path")) or base_model_of(origin)
     license_ = next((lic for hub_id, lic in BUILTIN_ORIGINS.values() if hub_id == base), None)
@@ -179,7 +191,8 @@ def make_model_card(
         "from_results": results is not None,
         "hardware": ((results or {}).get("hardware") or {}).get("description"),
         "versions": (results or {}).get("versions")
-        or _read_json(os.path.join(folder, "hfkd_run.json")).get("versions"),
+        or read_json(os.path.join(folder, "hfkd_run.json")).get("versions"),
+        "export": read_json(os.path.join(folder, EXPORT_DIR, EXPORT_REPORT)),
     }
     data = ModelCardData(
         model_name=name,
@@ -329,6 +342,122 @@ def _speed(facts: dict[str, Any]) -> list[str]:
     return lines
 
 
+def export_tables(report: dict[str, Any]) -> list[str]:
+    """The lines that show an export report (`hfkd export`): the gate's verdict, the per-domain table (each file's
+    macro-F1, agreement with the PyTorch model and paired macro-F1 difference with its 95 % interval) and speed and
+    size. Shared by `export_report.md`, the command's output and the card."""
+    gate, files = report.get("gate") or {}, list(report.get("files") or {})
+    if not gate or not report.get("domains"):
+        return [f"The exported files ({', '.join(files) or 'none'}) were not checked yet (run `hfkd export`).", ""]
+    failures = gate.get("failures") or []
+    verdict = "**passed**" if gate.get("passed") else f"**failed** ({len(failures)} failure(s), marked ✗)"
+    lines = [
+        f"Gate: every exported file against the PyTorch fp32 model on every domain, agreement of their predictions "
+        f">= {gate['min_agreement']} and the upper bound of the paired 95 % bootstrap interval of the macro-F1 "
+        f"difference >= -{gate['max_macro_f1_drop']}: {verdict}.",
+        "",
+    ]
+    header = ["domain", "rows", "PyTorch fp32 macro-F1"]
+    for name in files:
+        header += [f"{name} macro-F1", f"{name} agreement", f"{name} Δ macro-F1 [95 %]"]
+    rows = []
+    for domain, row in report["domains"].items():
+        cells = [f"{domain} (source)" if row.get("source") else domain, row["n"]]
+        cells.append(format_score(row[REFERENCE]["macro_f1"]))
+        for name in files:
+            cell = row.get(name) or {}
+            diff = cell.get("macro_f1_diff") or {}
+            interval = f"{diff['diff']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]" if diff else MISSING
+            failed = cell.get("failed") or []  # a figure off its bound is marked
+            agreement = format_score(cell.get("agreement")) + " ✗" * ("agreement" in failed)
+            interval += " ✗" * ("macro_f1_diff_ci_high" in failed)
+            cells += [format_score(cell.get("macro_f1")), agreement, interval]
+        rows.append(cells)
+    lines += markdown_table(header, rows, numbers=True)
+    speed = report.get("speed") or {}
+    reference = report.get("reference") or {}
+    size = [["PyTorch (model.safetensors)", "fp32", _mb_of(reference.get("bytes")), *_rate(speed.get(REFERENCE))]]
+    for name in files:
+        info = report["files"][name]
+        size.append([name, info.get("precision", MISSING), _mb_of(info.get("bytes")), *_rate(speed.get(name))])
+    lines += markdown_table(["file", "precision", "size on disk", "rows/s", "vs PyTorch fp32"], size, numbers=True)
+    first, machine = speed.get(REFERENCE) or {}, report.get("hardware") or "the machine of the check"
+    lines += [
+        f"Speed: rows per second of the forward passes over the gate's {first.get('rows', MISSING)} rows (batch "
+        f"{first.get('batch_size', MISSING)}, sorted by length), on {machine}; checked "
+        f"{report.get('checked', MISSING)}.",
+        "",
+    ]
+    return lines
+
+
+def _mb_of(size: int | None) -> str:
+    return MISSING if not size else f"{size / 1e6:.1f} MB"
+
+
+def _rate(speed: dict[str, Any] | None) -> list[str]:
+    speed = speed or {}
+    rate, up = speed.get("samples_per_second"), speed.get("speedup_vs_reference")
+    return [f"{rate:.0f}" if rate else MISSING, f"{up:.2f}×" if up else MISSING]
+
+
+def _export(facts: dict[str, Any]) -> list[str]:
+    """The ONNX export in `onnx/` (`hfkd export`), when there is one: how its files were made and how they score."""
+    report = facts.get("export") or {}
+    if not report.get("files"):
+        return []
+    files = report["files"]
+    made = []
+    for name, info in files.items():
+        if info.get("precision") == "int8":
+            quantization = info.get("quantization") or {}
+            per = "one scale per output channel" if quantization.get("per_channel") else "one scale per tensor"
+            kept = quantization.get("fp32_modules")
+            made.append(
+                f"`{EXPORT_DIR}/{name}` (dynamic INT8 with onnxruntime: int8 weights, {per}, activations quantized "
+                f"on the fly{f'; kept in fp32: {kept}' if kept else ''})"
+            )
+        else:
+            opset = f", opset {info['opset']}" if info.get("opset") else ""
+            made.append(f"`{EXPORT_DIR}/{name}` (fp32, `torch.onnx.export` with the dynamo exporter{opset})")
+    lines = [
+        "## ONNX export",
+        "",
+        f"`{EXPORT_DIR}/` holds this model for onnxruntime, in optimum's layout (config and tokenizer beside the "
+        f"files), made with `hfkd export`: {' and '.join(made)}. They were checked against the PyTorch model on the "
+        "rows of the table above.",
+        "",
+    ]
+    fingerprint = report.get("student_fingerprint")
+    if fingerprint and os.path.isdir(facts["folder"]) and fingerprint != model_fingerprint(facts["folder"]):
+        lines += [
+            "**These files were exported from other weights than this folder's**: export again "
+            f"(`hfkd export {facts['folder']}`) before using them.",
+            "",
+        ]
+    lines += export_tables(report)
+    where = facts["repo_id"] or facts["folder"]
+    failed = {f["file"] for f in (report.get("gate") or {}).get("failures") or []}
+    name = INT8_FILE if INT8_FILE in files and INT8_FILE not in failed else ONNX_FILE  # the smallest file that passed
+    load = (
+        [f'path = hf_hub_download("{where}", "{EXPORT_DIR}/{name}")']
+        if facts["repo_id"]
+        else [f'path = "{os.path.join(where, EXPORT_DIR, name)}"']
+    )
+    lines += ["```python", "import onnxruntime", "from transformers import AutoTokenizer"]
+    lines += ["from huggingface_hub import hf_hub_download"] * bool(facts["repo_id"]) + ["", *load]
+    tokenizer = f'"{where}", subfolder="{EXPORT_DIR}"' if facts["repo_id"] else f'"{os.path.join(where, EXPORT_DIR)}"'
+    lines += [
+        f"tokenizer = AutoTokenizer.from_pretrained({tokenizer})",
+        "session = onnxruntime.InferenceSession(path)",
+        'inputs = tokenizer(["two hours on the tarmac, again"], return_tensors="np")',
+        "logits = session.run(None, {i.name: inputs[i.name] for i in session.get_inputs()})[0]",
+        "```",
+        "",
+    ]
+    return lines
+
+
 def _settings(facts: dict[str, Any]) -> list[str]:
     config, student, block = facts["config"], facts["student"], facts["block"]
     adaptive = facts["model"] in ("adaptive", "self_trained")
@@ -457,5 +586,6 @@ def card_body(facts: dict[str, Any]) -> str:
     usage += [f'classifier = pipeline("text-classification", model="{facts["repo_id"] or facts["folder"]}")']
     usage += ['classifier("two hours on the tarmac, again")', "```", ""]
     parts = [f"# {facts['name']}", "", intro, ""]
-    parts += _results(facts) + _speed(facts) + _settings(facts) + _limitations(facts) + _produced(facts) + usage
+    parts += _results(facts) + _speed(facts) + _export(facts) + _settings(facts) + _limitations(facts)
+    parts += _produced(facts) + usage
     return "\n".join(parts).rstrip() + "\n"

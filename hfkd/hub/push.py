@@ -1,4 +1,5 @@
-"""Pushing a student to the Hub: exactly its top-level files ([`student_files`]), after everything is saved locally.
+"""Pushing a student to the Hub: exactly its top-level files and its ONNX export ([`student_files`]), after everything
+is saved locally.
 
 The token comes from where `huggingface_hub` looks (`HF_TOKEN`, the login cache) unless one is passed; it is never
 written or logged. Known failures (offline, no token or no rights, no repo id, no student in the folder) raise
@@ -14,20 +15,14 @@ from typing import Any
 from transformers.utils import logging
 
 from ..models import hub_offline
-from .card import CARD_FILE, write_model_card
+from .card import CARD_FILE, EXPORT_DIR, EXPORT_REPORT, EXPORT_TABLE, write_model_card
 
 logger = logging.get_logger(__name__)
 
 
-# What a pushed student holds: the model, its config, the tokenizer files and the card; nothing else. Each entry is a
-# file name or an fnmatch pattern matched against the files of ONE folder: the student folder itself, or for an entry
-# like "onnx/*.onnx" its `onnx/` subfolder. `*` never reaches into a subfolder, so `checkpoint-N/model.safetensors`
-# (earlier states, with the intermediate-layer projections) is never pushed.
-STUDENT_FILES = (
+# The config and tokenizer files of a model folder, at the top of the student folder and in its ONNX export.
+MODEL_FOLDER_FILES = (
     "config.json",
-    "model.safetensors",
-    "model-*-of-*.safetensors",  # the shards of a large model, with their index
-    "model.safetensors.index.json",
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -36,7 +31,21 @@ STUDENT_FILES = (
     "vocab.json",
     "merges.txt",
     "*.model",  # sentencepiece: tokenizer.model, spiece.model, spm.model, ...
+)
+
+
+# What a pushed student holds: the model, its config, the tokenizer files and the card, and its ONNX export
+# (`onnx/`, written by `hfkd export`: the .onnx files, their config and tokenizer, the export report); nothing else.
+# Each entry is a file name or an fnmatch pattern matched against the files of ONE folder: the student folder itself,
+# or for an entry like "onnx/*.onnx" its `onnx/` subfolder. `*` never reaches into a subfolder, so
+# `checkpoint-N/model.safetensors` (earlier states, with the intermediate-layer projections) is never pushed.
+STUDENT_FILES = (
+    "model.safetensors",
+    "model-*-of-*.safetensors",  # the shards of a large model, with their index
+    "model.safetensors.index.json",
+    *MODEL_FOLDER_FILES,
     CARD_FILE,
+    *(f"{EXPORT_DIR}/{name}" for name in ("*.onnx", "*.onnx_data", *MODEL_FOLDER_FILES, EXPORT_REPORT, EXPORT_TABLE)),
 )
 
 
