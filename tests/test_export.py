@@ -219,3 +219,26 @@ def test_optimum_loads_the_folder_where_installed(exported):
     inputs = tokenizer(TEXTS, padding=True, truncation=True, max_length=32, return_tensors="pt")
     expected = _session_logits(os.path.join(out, INT8_FILE), tokenizer, TEXTS)
     np.testing.assert_allclose(model(**inputs).logits.numpy(), expected, atol=1e-5)
+
+
+def test_experiment_scores_every_student_exported_to_int8(exported, experiment):
+    from .conftest import run_experiment
+
+    tmp_path, _ = experiment  # last in this module: it rewrites the module's copy of the run
+    adaptive_folder, _, onnx_folder = exported
+    results = run_experiment(tmp_path, "--models", "teacher", "distilled", "adaptive", "--export", "int8")
+    block = results["blocks"][0]
+    assert list(block["metrics"]) == ["teacher", "distilled", "adaptive", "distilled-int8", "adaptive-int8"]
+    stages = block["stages"]
+    assert stages["adaptive-int8"]["reused"]  # exported above by `hfkd export`, from the same weights
+    assert not stages["distilled-int8"]["reused"]
+    assert os.path.isfile(os.path.join(stages["distilled"]["path"], "onnx", INT8_FILE))
+    assert stages["adaptive-int8"]["path"] == onnx_folder and stages["adaptive-int8"]["student"] == adaptive_folder
+    # each INT8 file is compared with its PyTorch student on the same rows; its size is the file's
+    assert {("distilled-int8", "distilled"), ("adaptive-int8", "adaptive")} <= {
+        (c["a"], c["b"]) for c in block["comparisons"]
+    }
+    size = os.path.getsize(os.path.join(onnx_folder, INT8_FILE))
+    assert block["speed"]["adaptive-int8"]["weights_bytes"] == size
+    assert "INT8" in results["models"]["adaptive-int8"]["description"]
+    assert not os.path.exists(os.path.join(onnx_folder, "README.md"))  # no card for an exported variant

@@ -10,6 +10,7 @@ Under several processes (`accelerate launch`) each domain's rows are sharded and
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,10 +39,11 @@ logger = logging.get_logger(__name__)
 
 
 def _weights_bytes(entry: Any) -> int | None:
-    """The size on disk of a model folder's `*.safetensors` (a `builtin:` name resolved to its folder); None for a
-    model given as an object or a Hub id."""
+    """The size on disk of a model folder's `*.safetensors` (a `builtin:` name resolved to its folder), or of the file
+    a loaded model runs from (an exported ONNX file: its `path`); None for other objects and Hub ids."""
     if not isinstance(entry, str):
-        return None
+        path = getattr(entry[0], "path", None) if isinstance(entry, tuple) else None
+        return os.path.getsize(path) if isinstance(path, str) and os.path.isfile(path) else None
     try:
         folder = resolve_model_name_or_path(entry)
     except ValueError:
@@ -219,7 +221,7 @@ def evaluate_models(
                     estimates.setdefault(domain, []).append(atc_estimate(predictions.logits, threshold))
             if seed_index == 0:
                 speed[name] = {
-                    "parameters": count_parameters(model),
+                    "parameters": count_parameters(model) or None,  # None: not a torch model (an ONNX file)
                     "num_layers": num_layers(model),
                     # a card made later from results.json alone (no weights at hand) can still say how big it is
                     "weights_bytes": _weights_bytes(entry),

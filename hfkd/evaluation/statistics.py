@@ -255,6 +255,9 @@ distilled, self_trained (hard pseudo-labels on the target text) vs adaptive, mul
 domain) and augmented (augmented source text) vs distilled, dapt_student (the adaptive student of the adapted
 teacher) vs adaptive."""
 
+EXPORTED_SUFFIX = "-int8"
+"""The name of an experiment's exported INT8 variant of a student is the student's plus this; each is compared with
+its PyTorch student."""
 
 COMPARED = ("target_mean_macro_f1", "in_domain_macro_f1")
 """The mean figures every comparison is made on (a block's comparisons add each domain's macro-F1)."""
@@ -323,6 +326,8 @@ def compare_models(
     """
     pairs = [(name, teacher) for name in figures if teacher is not None and name != teacher and teacher in figures]
     pairs += [(a, b) for a, b in NEAREST_RELATIVE.items() if a in figures and b in figures]
+    pairs += [(a, a.removesuffix(EXPORTED_SUFFIX)) for a in figures if a.endswith(EXPORTED_SUFFIX)]
+    pairs = [(a, b) for a, b in dict.fromkeys(pairs) if b in figures]
     comparisons = [
         paired_difference(figures[a][key], figures[b][key], (a, b, key)).as_dict()
         for a, b in pairs

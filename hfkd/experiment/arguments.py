@@ -207,6 +207,14 @@ class ExperimentArguments:
     intermediate_attention_weight: float = field(
         default=1.0, metadata={"help": "The 'intermediate' student: weight of its attention term (attention_loss)."}
     )
+    export: str | None = field(
+        default=None,
+        metadata={
+            "help": "'int8': export every trained student to ONNX and dynamic INT8 (`hfkd export`, files in its "
+            "onnx/ folder, reused while the student is unchanged) and score the INT8 file as one more model, "
+            "'<student>-int8', compared with its PyTorch student on the same rows. Needs pip install 'hfkd[export]'."
+        },
+    )
     select_student_by: str = field(
         default="source_validation",
         metadata={
@@ -228,6 +236,7 @@ class ExperimentArguments:
         check_eval_splits(self.target_eval_splits)
         check_range("max_target_eval_samples", self.max_target_eval_samples, 1)
         check_choice("select_student_by", self.select_student_by, ("source_validation", "label_free"))
+        check_choice("export", self.export, (None, "int8"))
         check_choice("multi_teacher_weighting", self.multi_teacher_weighting, ("mean", "confidence"))
         check_range("augment_factor", self.augment_factor, 0, low_open=True, hint="use e.g. 1.0")
         for method in self.augment_methods:

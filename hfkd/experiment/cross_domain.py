@@ -50,8 +50,10 @@ from ..evaluation.compare import save_predictions
 from ..evaluation.matrix import evaluate_models
 from ..evaluation.outputs import write_outputs
 from ..evaluation.results import add_block, new_results
+from ..evaluation.statistics import EXPORTED_SUFFIX
 from ..fingerprints import domain_fingerprints, model_fingerprint, training_key
-from ..hub.card import write_model_card
+from ..hub.card import EXPORT_REPORT, INT8_FILE, write_model_card
+from ..hub.export import OnnxClassifier, default_output_dir, export_student, require_export_packages
 from ..hub.push import HubError, push_student, warn_if_push_will_fail
 from ..inference import predict
 from ..losses import IGNORE_INDEX
@@ -173,6 +175,8 @@ class Experiment:
                 "student_layer_ids, or student_model_name_or_path."
             )
         check_trimmed_vocabulary(student_args, args)  # before any stage trains
+        if exp_args.export:
+            require_export_packages("onnx", "onnxscript", "onnxruntime")
         if student_args.student_vocabulary == "trimmed" and "intermediate" in exp_args.models:
             raise ValueError(
                 "student_vocabulary='trimmed' with 'intermediate' in models: the intermediate terms need the teacher "
@@ -350,12 +354,32 @@ class Experiment:
                     seed_stages["dapt_student"] = self.student_stage("dapt_student", block, adapted, args)
             for model, stage in seed_stages.items():
                 runs.setdefault(model, []).append(stage | {"seed": seed})
+        if self.exp.export:  # the exported INT8 file of every student, scored as a model of its own
+            for model in [m for m in runs if m in STUDENT_MODELS]:
+                runs[f"{model}{EXPORTED_SUFFIX}"] = [self.export_stage(stage) for stage in runs[model]]
         # a model's stage is that of the first seed, plus the list of every seed's when there are several
         stages = {
             model: per_seed[0] | ({"seeds": per_seed} if len(per_seed) > 1 else {}) for model, per_seed in runs.items()
         }
         evaluated, self.predictions[name] = self.evaluate_block(block, runs)
         return {"name": name} | evaluated | {"evaluation_rows": self.evaluation_rows(block), "stages": stages}
+
+    def export_stage(self, stage: dict[str, Any]) -> dict[str, Any]:
+        """The student of `stage` exported to ONNX and dynamic INT8 in its `onnx/` folder (`hfkd.hub.export`), reused
+        while the export report names the student's current weights."""
+        folder, started = default_output_dir(stage["path"]), time.time()
+        report_path = os.path.join(folder, EXPORT_REPORT)
+        reused = os.path.isfile(os.path.join(folder, INT8_FILE)) and os.path.isfile(report_path)
+        if reused:
+            with open(report_path) as f:
+                reused = json.load(f).get("student_fingerprint") == model_fingerprint(stage["path"])
+        state = PartialState()
+        if not reused and state.is_main_process:
+            logger.info(f"Exporting {stage['path']} to ONNX and INT8 in {folder}.")
+            export_student(stage["path"], folder, quantize="int8")
+        state.wait_for_everyone()
+        wall = None if reused else time.time() - started
+        return {"path": folder, "student": stage["path"], "reused": reused, "wall_time_s": wall, "seed": stage["seed"]}
 
     def evaluation_rows(self, block: Block) -> dict[str, Any]:
         """What each domain of a block was scored on: its splits, rows and rows per class; and the classes with
@@ -536,9 +560,15 @@ class Experiment:
         """Every model of the block, each of its seeds, on every domain of it (`hfkd.evaluation.evaluate_models`)."""
         if self.accelerator is None:
             self.accelerator = Accelerator(mixed_precision=self.args.mixed_precision)
-        return evaluate_models(
+        models: dict[str, list] = {}
+        for name, per_seed in runs.items():
             # a given teacher serves every seed: evaluated once (the statistics pair it with each seed's students)
-            {name: list(dict.fromkeys(stage["path"] for stage in per_seed)) for name, per_seed in runs.items()},
+            paths = list(dict.fromkeys(stage["path"] for stage in per_seed))
+            models[name] = paths
+            if name.endswith(EXPORTED_SUFFIX):  # an INT8 file, run by onnxruntime behind a model's interface
+                models[name] = [(OnnxClassifier.from_pretrained(p, INT8_FILE), load_tokenizer(p)) for p in paths]
+        return evaluate_models(
+            models,
             block.evaluation,
             teacher="teacher",
             source_domains=block.sources,
@@ -848,6 +878,12 @@ class Experiment:
             f"{self.exp.unlabeled_ratio}) with the teacher's most confident {self.exp.self_training_fraction:.0%} of "
             f"each predicted class as hard labels ({self.exp.self_training_rounds} round(s))",
         }
+        for name in block["metrics"]:
+            if name.endswith(EXPORTED_SUFFIX):
+                text[name] = (
+                    f"{name.removesuffix(EXPORTED_SUFFIX)} exported to ONNX (torch.onnx, dynamo) and quantized to "
+                    "dynamic INT8 (onnxruntime), scored through onnxruntime"
+                )
         return {
             name: {
                 "role": "teacher" if name in TEACHER_MODELS else "student",
