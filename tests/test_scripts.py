@@ -1,7 +1,11 @@
 """Both scripts end to end on configs/tiny.yaml: in-process, resumed, and under 2-process CPU DDP."""
 
+import ast
 import json
 import os
+import subprocess
+import sys
+import tempfile
 
 import pytest
 import torch
@@ -194,11 +198,16 @@ def test_launch_environment_switches_multi_process_cpu_runs_to_ddp(monkeypatch):
 def test_no_script_shadows_an_installed_module():
     # `python scripts/x.py` puts scripts/ first on sys.path: a scripts/evaluate.py would be imported instead of the
     # `evaluate` package by every script (and by hfkd.metrics inside them).
-    import importlib.util
 
     scripts = [f[:-3] for f in os.listdir(os.path.join(ROOT, "scripts")) if f.endswith(".py")]
     assert "cross_domain" in scripts and "evaluate_models" in scripts
-    shadowing = [name for name in scripts if importlib.util.find_spec(name) is not None]
+    # asked in a fresh interpreter outside the repository: modules this test session imported do not count
+    probe = "import importlib.util, sys; print([n for n in sys.argv[1:] if importlib.util.find_spec(n)])"
+    command = [sys.executable, "-c", probe, "evaluate", *scripts]  # `evaluate`: proof that the probe finds modules
+    found = subprocess.run(command, capture_output=True, text=True, cwd=tempfile.gettempdir(), check=True)
+    installed = ast.literal_eval(found.stdout.strip())
+    assert installed[0] == "evaluate"
+    shadowing = installed[1:]
     assert shadowing == [], f"scripts/{shadowing[0]}.py shadows the installed module {shadowing[0]!r}; rename it"
 
 
