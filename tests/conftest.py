@@ -196,6 +196,15 @@ def experiment_once(tmp_path_factory):
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def loo_experiment(tmp_path_factory):
+    """`(tmp_path, results)`: the tiny experiment in leave-one-out mode over the three domains, with the distilled
+    and the multi_teacher students, trained once per test session."""
+    tmp_path = tmp_path_factory.mktemp("experiment-loo")
+    args = ["--mode", "leave_one_out", "--models", "teacher", "distilled", "multi_teacher"]
+    return tmp_path, run_experiment(tmp_path, *args, source=None)
+
+
 OPT_IN_MODELS = ["teacher", "distilled", "adaptive", "self_trained", "augmented", "dapt_student"]
 
 

@@ -28,8 +28,8 @@ def test_combined_soft_targets_are_the_weighted_mixture():
         combine_teacher_logits([sure, unsure[:1]])
 
 
-def test_multi_teacher_student_shares_one_teacher_per_domain_across_blocks(tmp_path):
-    results = run(tmp_path, "--mode", "leave_one_out", "--models", "teacher", "multi_teacher", source=None)
+def test_multi_teacher_student_shares_one_teacher_per_domain_across_blocks(loo_experiment, tmp_path):
+    _, results = loo_experiment  # leave-one-out over the three tiny domains, with multi_teacher
     blocks = results["blocks"]
     teachers = {}
     for block in blocks:
