@@ -24,7 +24,9 @@ from transformers import DistilBertConfig, DistilBertForSequenceClassification
 from transformers.modeling_utils import PreTrainedModel
 from transformers.utils import logging
 
+from .distillation_config import StudentArguments
 from .models import forward_argument_names, load_classifier
+from .vocabulary import trim_vocabulary
 
 logger = logging.get_logger(__name__)
 
@@ -666,3 +668,47 @@ def load_student(name_or_path: str, label_names: Sequence[str] | None = None, **
         kwargs: passed to `load_classifier` / `from_pretrained`.
     """
     return load_classifier(name_or_path, label_names=label_names, **kwargs)
+
+
+def cut_student(
+    teacher: PreTrainedModel,
+    teacher_tokenizer,
+    student_args: StudentArguments,
+    texts: Sequence[str] | None = None,
+    *,
+    max_length: int = 128,
+) -> tuple[PreTrainedModel, object]:
+    """
+    The student `student_args` describe, cut from `teacher`, and its tokenizer: the teacher's layers
+    ([`student_from_teacher`]); a narrower student keeps the teacher's units most active on `texts` (the text it
+    trains on, read at `max_length`; without `texts`, by weight norms); `student_vocabulary: trimmed` keeps the tokens
+    `texts` use ([`trim_if_asked`]).
+    """
+    importance = None
+    if student_args.narrows and texts:
+        importance = activation_importance(teacher, teacher_tokenizer, texts, max_length=max_length)
+    student = student_from_teacher(
+        teacher,
+        num_layers=student_args.student_num_layers,
+        layer_ids=student_args.student_layer_ids,
+        architecture=student_args.student_architecture,
+        hidden_size=student_args.student_hidden_size,
+        intermediate_size=student_args.student_intermediate_size,
+        importance=importance,
+    )
+    return trim_if_asked(student, student_tokenizer(teacher_tokenizer, student), student_args, texts)
+
+
+def trim_if_asked(student: PreTrainedModel, tokenizer, student_args: StudentArguments, texts: Sequence[str] | None):
+    """`student` and `tokenizer` with the vocabulary trimmed to the tokens of `texts` when `student_vocabulary` is
+    `trimmed` ([`hfkd.vocabulary.trim_vocabulary`]); else unchanged."""
+    if student_args.student_vocabulary != "trimmed":
+        return student, tokenizer
+    if texts is None:
+        raise ValueError(
+            "student_vocabulary='trimmed' needs the student's training text, which this command does not pass: set "
+            "student_vocabulary: full and trim the saved student afterwards with scripts/trim_vocabulary.py."
+        )
+    student, tokenizer, report = trim_vocabulary(student, tokenizer, texts)
+    logger.info(f"student_vocabulary='trimmed': {report.to_dict()}")
+    return student, tokenizer

@@ -21,10 +21,9 @@ from ..metrics import make_compute_metrics
 from ..models import load_teacher, load_tokenizer, set_loading_policy
 from ..parser import config_to_dict
 from ..run_files import check_output_dir, last_complete_checkpoint, redact, write_metrics, write_run_info
-from ..students import activation_importance, load_student, student_from_teacher, student_tokenizer
+from ..students import cut_student, load_student, trim_if_asked
 from ..teacher_logits import with_teacher_logits
 from ..trainer import DistillationTrainer
-from ..vocabulary import trim_vocabulary
 
 logger = logging.get_logger(__name__)
 
@@ -53,30 +52,8 @@ def build_student(
             )
         student = load_student(args.student_model_name_or_path, label_names=labels)
         tokenizer = load_tokenizer(args.student_model_name_or_path)
-    else:
-        importance = None
-        if student_args.narrows and texts:
-            importance = activation_importance(teacher, teacher_tokenizer, texts, max_length=max_length)
-        student = student_from_teacher(
-            teacher,
-            num_layers=student_args.student_num_layers,
-            layer_ids=student_args.student_layer_ids,
-            architecture=student_args.student_architecture,
-            hidden_size=student_args.student_hidden_size,
-            intermediate_size=student_args.student_intermediate_size,
-            importance=importance,
-        )
-        tokenizer = student_tokenizer(teacher_tokenizer, student)
-    if student_args.student_vocabulary == "trimmed":
-        if texts is None:
-            raise ValueError(
-                "student_vocabulary='trimmed' needs the student's training text, which this command does not pass "
-                "(the cross-domain experiment and the sweep do not yet): set student_vocabulary: full and trim the "
-                "saved student afterwards with scripts/trim_vocabulary.py."
-            )
-        student, tokenizer, report = trim_vocabulary(student, tokenizer, texts)
-        logger.info(f"student_vocabulary='trimmed': {report.to_dict()}")
-    return student, tokenizer
+        return trim_if_asked(student, tokenizer, student_args, texts)
+    return cut_student(teacher, teacher_tokenizer, student_args, texts, max_length=max_length)
 
 
 def check_trimmed_vocabulary(student_args: StudentArguments, args: DistillationArguments) -> None:

@@ -48,8 +48,7 @@ from ..run_files import (
     write_metrics,
     write_run_info,
 )
-from ..students import activation_importance, student_from_teacher, student_tokenizer
-from ..vocabulary import trim_vocabulary
+from ..students import cut_student
 
 logger = get_logger(__name__)
 
@@ -404,22 +403,7 @@ def finetune(
     tokenizer = load_tokenizer(model_args.model_name_or_path)
     if student_args.builds_student:  # a no-distillation baseline: the student cut from the model, then fine-tuned
         texts = [text for splits in domains.values() for text in splits["train"]["text"]]  # what it trains on
-        importance = None
-        if student_args.narrows:  # keep the units most active on the training text
-            importance = activation_importance(model, tokenizer, texts, max_length=data_args.max_length)
-        model = student_from_teacher(
-            model,
-            num_layers=student_args.student_num_layers,
-            layer_ids=student_args.student_layer_ids,
-            architecture=student_args.student_architecture,
-            hidden_size=student_args.student_hidden_size,
-            intermediate_size=student_args.student_intermediate_size,
-            importance=importance,
-        )
-        tokenizer = student_tokenizer(tokenizer, model)
-        if student_args.student_vocabulary == "trimmed":
-            model, tokenizer, report = trim_vocabulary(model, tokenizer, texts)
-            logger.info(f"student_vocabulary='trimmed': {report.to_dict()}")
+        model, tokenizer = cut_student(model, tokenizer, student_args, texts, max_length=data_args.max_length)
     splits = tokenize_source_splits(
         domains,
         tokenizer,
