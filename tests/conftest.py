@@ -205,14 +205,14 @@ def loo_experiment(tmp_path_factory):
     return tmp_path, run_experiment(tmp_path, *args, source=None)
 
 
-OPT_IN_MODELS = ["teacher", "distilled", "adaptive", "self_trained", "augmented", "dapt_student"]
+OPT_IN_MODELS = ["teacher", "distilled", "adaptive", "self_trained", "augmented", "adaptive_augmented", "dapt_student"]
 
 
 @pytest.fixture(scope="session")
 def opt_in_experiment(experiment_once, tmp_path_factory):
     """`(tmp_path, results)`: the session's tiny experiment plus the opt-in students (`self_trained` in two rounds,
-    `augmented`, `dapt_teacher` and `dapt_student`), trained once in a copy for the tests of their modules; the
-    teacher, distilled and adaptive stages are reused."""
+    `augmented`, `adaptive_augmented`, `dapt_teacher` and `dapt_student`), trained once in a copy for the tests of
+    their modules; the teacher, distilled and adaptive stages are reused."""
     tmp_path = tmp_path_factory.mktemp("experiment-opt-in")
     copy_run(experiment_once, tmp_path)
     args = ["--models", *OPT_IN_MODELS, "--self_training_rounds", "2", "--self_training_fraction", "0.5"]

@@ -204,3 +204,23 @@ def test_augmented_student_of_an_experiment_learns_soft_targets_on_more_text(opt
     assert "augmented cop" in results["models"]["augmented"]["description"]
     with pytest.raises(ValueError, match="augment_methods has mlm_replace but augment_mlm_model is not set"):
         ExperimentArguments(models=["teacher", "augmented"], augment_methods=["mlm_replace"])
+    with pytest.raises(ValueError, match="augment_methods has mlm_replace but augment_mlm_model is not set"):
+        ExperimentArguments(models=["teacher", "adaptive_augmented"], augment_methods=["mlm_replace"])
+
+
+def test_adaptive_augmented_student_augments_the_source_and_the_unlabeled_target_text(opt_in_experiment):
+    _, results = opt_in_experiment
+    block = results["blocks"][0]
+    stages = block["stages"]
+    both, adaptive, augmented = (stages[m]["train"] for m in ("adaptive_augmented", "adaptive", "augmented"))
+    # the same unlabeled target rows as the adaptive student, and augmented copies of them besides the source's
+    assert both["unlabeled_rows"] == adaptive["unlabeled_rows"]
+    unlabeled = sum(both["unlabeled_rows"].values())
+    assert unlabeled > 0
+    assert augmented["augmented_rows"] + 0.8 * unlabeled <= both["augmented_rows"]
+    assert both["augmented_rows"] <= augmented["augmented_rows"] + unlabeled
+    assert both["global_step"] > max(adaptive["global_step"], augmented["global_step"])
+    # a stage of its own (its key differs from both), compared with the adaptive student it extends
+    assert len({stages[m]["hash"] for m in ("adaptive_augmented", "adaptive", "augmented")}) == 3
+    assert ("adaptive_augmented", "adaptive") in {(c["a"], c["b"]) for c in block["comparisons"]}
+    assert "target text" in results["models"]["adaptive_augmented"]["description"]

@@ -247,12 +247,14 @@ NEAREST_RELATIVE = {
     "intermediate": "distilled",
     "multi_teacher": "distilled",
     "augmented": "distilled",
+    "adaptive_augmented": "adaptive",
     "dapt_student": "adaptive",
 }
 """Besides every student against the teacher, each model of the experiment against the one it differs from by one
 thing: distilled vs the no-teacher baseline, adaptive (target text) and intermediate (hidden/attention terms) vs
 distilled, self_trained (hard pseudo-labels on the target text) vs adaptive, multi_teacher (one teacher per source
-domain) and augmented (augmented source text) vs distilled, dapt_student (the adaptive student of the adapted
+domain) and augmented (augmented source text) vs distilled, adaptive_augmented (augmented source and target text)
+vs adaptive, dapt_student (the adaptive student of the adapted
 teacher) vs adaptive."""
 
 EXPORTED_SUFFIX = "-int8"

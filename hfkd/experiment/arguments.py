@@ -19,6 +19,7 @@ EXPERIMENT_MODELS = (
     "adaptive",
     "self_trained",
     "augmented",
+    "adaptive_augmented",
     "intermediate",
     "multi_teacher",
     "dapt_teacher",
@@ -29,6 +30,7 @@ EXPERIMENT_MODELS = (
 
 DEFAULT_EXPERIMENT_MODELS = EXPERIMENT_MODELS[:4]
 STUDENT_MODELS = (
+    "adaptive_augmented",
     "adaptive",
     "self_trained",
     "distilled",
@@ -100,11 +102,12 @@ class ExperimentArguments:
             "self_training_*; 'intermediate': the distilled student with hidden-state and attention terms, see "
             "intermediate_*_weight; 'multi_teacher': distilled from one teacher per source domain, their soft "
             "targets combined per row, see multi_teacher_weighting; 'augmented': distilled on the source data plus "
-            "augmented copies of its text, soft targets only, see augment_*; 'dapt_teacher': the base model's encoder "
-            "first trained as a masked LM on the unlabeled source and target text (domain-adaptive pre-training), "
-            "then fine-tuned like the teacher, see dapt_*; 'dapt_student': the adaptive student cut from and "
-            "distilled by dapt_teacher). The teacher is always needed "
-            "(trained here, or given with teacher_model_name_or_path)."
+            "augmented copies of its text, soft targets only, see augment_*; 'adaptive_augmented': the adaptive "
+            "student plus augmented copies of the source and of the unlabeled target text; 'dapt_teacher': the base "
+            "model's encoder first trained as a masked LM on the unlabeled source and target text (domain-adaptive "
+            "pre-training), then fine-tuned like the teacher, see dapt_*; 'dapt_student': the adaptive student cut "
+            "from and distilled by dapt_teacher). The teacher is always needed (trained here, or given with "
+            "teacher_model_name_or_path)."
         },
     )
     teacher_num_train_epochs: float | None = field(
@@ -156,15 +159,16 @@ class ExperimentArguments:
     augment_factor: float = field(
         default=1.0,
         metadata={
-            "help": "The 'augmented' student: augmented texts made per source training text (soft targets only; "
-            "the student takes that many more optimizer steps)."
+            "help": "The 'augmented' and 'adaptive_augmented' students: augmented texts made per source training "
+            "text (and, for adaptive_augmented, per unlabeled target text; soft targets only; the student takes that "
+            "many more optimizer steps)."
         },
     )
     augment_methods: list[str] = field(
         default_factory=lambda: ["span_drop", "sentence_mix"],
         metadata={
-            "help": "The 'augmented' student: any of mlm_replace (needs augment_mlm_model), span_drop, sentence_mix "
-            "(see hfkd.augment)."
+            "help": "The 'augmented' and 'adaptive_augmented' students: any of mlm_replace (needs "
+            "augment_mlm_model), span_drop, sentence_mix (see hfkd.augment)."
         },
     )
     augment_mlm_model: str | None = field(
@@ -241,7 +245,8 @@ class ExperimentArguments:
         check_range("augment_factor", self.augment_factor, 0, low_open=True, hint="use e.g. 1.0")
         for method in self.augment_methods:
             check_choice("augment_methods", method, ("mlm_replace", "span_drop", "sentence_mix"))
-        if "mlm_replace" in self.augment_methods and "augmented" in self.models and not self.augment_mlm_model:
+        augmenting = {"augmented", "adaptive_augmented"} & set(self.models)
+        if "mlm_replace" in self.augment_methods and augmenting and not self.augment_mlm_model:
             raise ValueError(
                 "augment_methods has mlm_replace but augment_mlm_model is not set; give the folder of an adapted "
                 "encoder (hfkd.adaptation.adapt_encoder) or a checkpoint with a masked-LM head, or drop mlm_replace."

@@ -11,7 +11,8 @@ One *block* trains on the source domain(s) and evaluates on every domain:
    (class-balanced, `hfkd.self_training`); `intermediate` (opt-in): `distilled` plus hidden-state and attention terms;
    `multi_teacher` (opt-in, two or more sources): `distilled` from one teacher per source domain (each trained once
    per run, shared by the blocks), their soft targets combined per row (`hfkd.multi_teacher`); `augmented` (opt-in):
-   `distilled` on the source text plus augmented copies of it (`hfkd.augment`); `dapt_teacher` (opt-in): the base
+   `distilled` on the source text plus augmented copies of it (`hfkd.augment`); `adaptive_augmented` (opt-in):
+   `adaptive` plus augmented copies of the source and the unlabeled target text; `dapt_teacher` (opt-in): the base
    encoder trained as a masked LM on the source and target text (`hfkd.adaptation`) before the teacher's fine-tuning,
    and `dapt_student`: `adaptive`, cut from and distilled by that teacher;
 5. every model evaluated on every domain ([`evaluate_models`]): a source on its test split (capped by
@@ -343,7 +344,7 @@ class Experiment:
             seed_stages = {"teacher": teacher}
             if "baseline" in self.exp.models:
                 seed_stages["baseline"] = self.baseline_stage(block, teacher, args)
-            for stage in ("distilled", "adaptive", "self_trained", "augmented", "intermediate"):
+            for stage in ("distilled", "adaptive", "self_trained", "augmented", "adaptive_augmented", "intermediate"):
                 if stage in self.exp.models:
                     seed_stages[stage] = self.student_stage(stage, block, teacher, args)
             if "multi_teacher" in self.exp.models:
@@ -482,19 +483,18 @@ class Experiment:
         key["training"] = training_key(stage_args)
         if self.long_text.window_key():  # how the teacher reads whole texts for its soft targets (and labels)
             key["teacher_long_text"] = self.long_text.window_key()
-        unlabeled = stage in ("adaptive", "self_trained", "dapt_student")
+        unlabeled = stage in ("adaptive", "self_trained", "dapt_student", "adaptive_augmented")
+        augment = stage in ("augmented", "adaptive_augmented")
         if unlabeled:
             key["unlabeled"] = self.unlabeled_key(block)
-        if stage == "augmented":
+        if augment:
             key["augment"] = {
                 "factor": self.exp.augment_factor,
                 "methods": list(self.exp.augment_methods),
                 "mlm_model": model_fingerprint(self.exp.augment_mlm_model) if self.exp.augment_mlm_model else None,
             }
         if stage != "self_trained":
-            train = functools.partial(
-                self._distill, block, teacher["path"], unlabeled, stage_args, augment=stage == "augmented"
-            )
+            train = functools.partial(self._distill, block, teacher["path"], unlabeled, stage_args, augment=augment)
             return self._stage(stage, block.folder, key, train, args.seed)
         labeler, rounds = teacher, self.exp.self_training_rounds
         for r in range(1, rounds + 1):
@@ -705,7 +705,8 @@ class Experiment:
     ) -> dict[str, Any]:
         """Distil a student of the block from the teacher at `teacher_path` into `folder`; `adaptive` adds the
         targets' unlabeled training text (soft targets only), which the model at `labeler` (self-training) gives
-        class-balanced hard labels where it is confident."""
+        class-balanced hard labels where it is confident; `augment` adds augmented copies of the source text (and of
+        that target text)."""
         sources, targets, domains = block.sources, block.targets, block.domains
         args = dataclasses.replace(
             base_args, output_dir=folder, resume_from_checkpoint=_last(folder), teacher_model_name_or_path=teacher_path
@@ -727,11 +728,17 @@ class Experiment:
         )
         train, validation = splits.train, splits.validation
         if augment:
-            made = self.augmented_rows({d: domains[d]["train"] for d in sources}, args.seed)
+            tables = {d: domains[d]["train"] for d in sources}
+            if adaptive:  # the unlabeled rows hold each target's rows in turn (`counts`, in order)
+                start = 0
+                for name, n in counts.items():
+                    tables[f"unlabeled:{name}"] = unlabeled.select(range(start, start + n))
+                    start += n
+            made = self.augmented_rows(tables, args.seed)
             logger.info(f"Augmented student: {len(train)} labelled source rows + {len(made)} augmented rows")
             train = self.with_extra_rows(train, made, tokenizer, cache, args.seed, "Tokenizing augmented text")
         if adaptive:
-            logger.info(f"Adaptive student: {len(train)} labelled source rows + unlabeled target rows {counts}")
+            logger.info(f"Adaptive student: {len(train)} source (and augmented) rows + unlabeled target rows {counts}")
             if labeler is not None:
                 unlabeled, kept = self.pseudo_label(unlabeled, labeler)
                 logger.info(f"Self-training: {kept} of {len(unlabeled)} target rows get the labeller's hard label")
@@ -815,12 +822,12 @@ class Experiment:
         return concatenate_datasets([train.cast_column("labels", Value("int64")), rows]).shuffle(seed=seed)
 
     def augmented_rows(self, tables: dict[str, Dataset], seed: int) -> Dataset:
-        """Augmented copies of the source training text (`hfkd.augment`), made per domain so that sentence_mix never
-        joins two domains; labels `IGNORE_INDEX` (soft targets only)."""
+        """Augmented copies of the texts of `tables` (`hfkd.augment`), made per table (one per domain) so that
+        sentence_mix never joins two domains; labels `IGNORE_INDEX` (soft targets only)."""
         kwargs = dict(methods=tuple(self.exp.augment_methods), seed=seed, max_length=self.data_args.max_length)
         if self.exp.augment_mlm_model:
             kwargs["mlm_model"] = self.exp.augment_mlm_model
-        parts = [augment_dataset(table, self.exp.augment_factor, **kwargs) for table in tables.values()]
+        parts = [augment_dataset(table, self.exp.augment_factor, **kwargs) for table in tables.values() if len(table)]
         return concatenate_datasets(parts)
 
     def pseudo_label(self, unlabeled: Dataset, labeler: str) -> tuple[Dataset, int]:
@@ -865,6 +872,10 @@ class Experiment:
             f"(ratio {self.exp.unlabeled_ratio})",
             "augmented": f"{student}, distilled on the source data plus {self.exp.augment_factor:g} augmented "
             f"cop{'y' if self.exp.augment_factor == 1 else 'ies'} of each source text "
+            f"({', '.join(self.exp.augment_methods)}; soft targets only)",
+            "adaptive_augmented": f"{student}, distilled on the source data plus unlabeled target text (ratio "
+            f"{self.exp.unlabeled_ratio}) and {self.exp.augment_factor:g} augmented "
+            f"cop{'y' if self.exp.augment_factor == 1 else 'ies'} of each source and target text "
             f"({', '.join(self.exp.augment_methods)}; soft targets only)",
             "multi_teacher": f"{student}, distilled on the source data from one teacher per source domain (each "
             f"fine-tuned on that domain alone), their soft targets combined per row "
