@@ -1,6 +1,7 @@
 """scripts/cross_domain.py end to end with tiny models on tiny domains: outputs, stage reuse, leave-one-out."""
 
 import json
+import logging
 import math
 import os
 import re
@@ -10,6 +11,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from hfkd.evaluation.report import format_ratio, format_score, render_report
 from hfkd.experiment.cross_domain import unlabeled_target_rows
+from hfkd.experiment.stages import run_stage
 
 from .conftest import DOMAINS, LABELS, ROOT, launch_ddp, load_script, write_domains
 from .conftest import run_experiment as run
@@ -396,3 +398,21 @@ def _summary(run_dir, model):
     return json.loads(open(os.path.join(run_dir, "results.json")).read())["blocks"][0]["summary"][model][
         "target_mean_macro_f1"
     ]
+
+
+def test_a_changed_stage_names_its_earlier_version_but_not_other_seeds_or_domains(tmp_path, caplog):
+    def key(seed=42, lr=1e-4, sources=("air",)):
+        data = {"sources": {d: f"fp-{d}" for d in sources}, "max_length": 64}
+        return {"stage": "teacher", "data": data, "training": {"seed": seed, "learning_rate": lr}}
+
+    def train(folder, resume):
+        return {"trained": folder}
+
+    with caplog.at_level(logging.WARNING, logger="hfkd"):
+        for k in (key(), key(seed=43), key(sources=("shop",))):
+            assert not run_stage("teacher", str(tmp_path), k, train)["reused"]
+        assert "config changed" not in caplog.text  # another seed's or domain's teacher is not an earlier version
+        run_stage("teacher", str(tmp_path), key(lr=5e-5), train)
+    warnings = [r.getMessage() for r in caplog.records if "config changed" in r.getMessage()]
+    assert len(warnings) == 1 and "training.learning_rate: 0.0001 -> 5e-05" in warnings[0]
+    assert len(os.listdir(tmp_path)) == 4  # every version is kept

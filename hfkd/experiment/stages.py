@@ -118,8 +118,19 @@ def run_stage(
     }
 
 
+def _identity(key: dict[str, Any]) -> tuple[Any, Any]:
+    """What tells two stages of one name apart without one being an earlier version of the other: the training seed
+    (each seed of a run has its own stage) and the names of the source domains (e.g. the per-domain teachers of
+    `multi_teacher` share a folder)."""
+    training, data = key.get("training"), key.get("data")
+    seed = training.get("seed") if isinstance(training, dict) else None
+    sources = data.get("sources") if isinstance(data, dict) else None
+    return seed, sorted(sources) if isinstance(sources, dict) else sources
+
+
 def _log_previous_versions(name: str, block_dir: str, folder: str, key: dict[str, Any]) -> None:
-    """Say which earlier versions of this stage exist and what changed since (they are kept)."""
+    """Say which earlier versions of this stage exist and what changed since (they are kept). Another seed's stage,
+    or the same stage on other source domains, is not an earlier version (see [`_identity`])."""
     if not os.path.isdir(block_dir):
         return
     for entry in sorted(os.listdir(block_dir)):
@@ -127,7 +138,7 @@ def _log_previous_versions(name: str, block_dir: str, folder: str, key: dict[str
         if other == folder or not entry.startswith(f"{name}-"):
             continue
         record = read_stage_record(other)
-        if record is None or "key" not in record:
+        if record is None or "key" not in record or _identity(record["key"]) != _identity(key):
             continue
         changes = "; ".join(changed_settings(record["key"], key)[:8]) or "nothing recorded"
         logger.warning(f"Stage {name}: the config changed since {other} (kept), so it is redone. Changed: {changes}")
